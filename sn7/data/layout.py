@@ -1,0 +1,102 @@
+"""Discovery of the SpaceNet 7 folder layout: which images exist and where their labels live.
+
+    <root>/train/<AOI>/images/global_monthly_YYYY_MM_mosaic_<AOI>.tif      (or images_masked/)
+    <root>/train/<AOI>/labels/<stem>_Buildings.geojson                     lon/lat (CRS84)
+    <root>/train/<AOI>/labels_match/<stem>_Buildings.geojson               EPSG:3857
+    <root>/train/<AOI>/labels_match_pix/<stem>_Buildings.geojson           pixel (col, row)
+    <root>/train/<AOI>/labels/<stem>_UDM.geojson, UDM_masks/<stem>_UDM.tif unusable (cloud) areas
+
+`root` may also be the `train/` folder itself, or any folder whose children are AOI folders.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sn7.errors import ConfigError, DataError
+
+# label source -> coordinate space of its geometries
+LABEL_SOURCES: dict[str, str] = {
+    "labels": "geo",
+    "labels_match": "geo",
+    "labels_match_pix": "pixel",
+}
+IMAGE_DIRS = ("images", "images_masked")
+_STEM_DATE = re.compile(r"global_monthly_(\d{4})_(\d{2})_mosaic")
+_TIF_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One monthly image of one AOI, with the paths of everything that describes it."""
+
+    aoi: str
+    stem: str
+    date: str  # YYYY-MM, or "" when the file name does not carry one
+    image: Path
+    labels: Path  # building footprints of the chosen label source (may not exist)
+    label_space: str  # "geo" or "pixel"
+    udm_vectors: Path | None  # labels/<stem>_UDM.geojson when present
+    udm_raster: Path | None  # UDM_masks/<stem>_UDM.tif when present
+
+    @property
+    def key(self) -> str:
+        return f"{self.aoi}/{self.stem}"
+
+
+def date_of(stem: str) -> str:
+    match = _STEM_DATE.search(stem)
+    return f"{match.group(1)}-{match.group(2)}" if match else ""
+
+
+def _aoi_folders(root: Path, image_dir: str) -> list[Path]:
+    candidates = [root / "train", root]
+    for base in candidates:
+        if base.is_dir():
+            aois = sorted(p for p in base.iterdir() if (p / image_dir).is_dir())
+            if aois:
+                return aois
+    raise DataError(
+        f"no SN7 AOI folders found: expected <root>/train/<AOI>/{image_dir}/*.tif "
+        f"(or <root>/<AOI>/{image_dir}/*.tif); set data.root to an SN7 dataset folder",
+        root,
+    )
+
+
+def discover_tiles(
+    root: str | Path, image_dir: str = "images", label_source: str = "labels"
+) -> list[Tile]:
+    """List every image of an SN7 root, sorted by AOI then stem."""
+    if image_dir not in IMAGE_DIRS:
+        raise ConfigError(f"data.image_dir={image_dir!r} is not one of {list(IMAGE_DIRS)}")
+    if label_source not in LABEL_SOURCES:
+        raise ConfigError(
+            f"data.label_source={label_source!r} is not one of {sorted(LABEL_SOURCES)}"
+        )
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError("data root does not exist (set data.root=...)", root)
+    tiles = []
+    for aoi_dir in _aoi_folders(root, image_dir):
+        images = sorted(p for p in (aoi_dir / image_dir).iterdir() if p.suffix in _TIF_SUFFIXES)
+        for image in images:
+            stem = image.stem
+            udm_vec = aoi_dir / "labels" / f"{stem}_UDM.geojson"
+            udm_ras = aoi_dir / "UDM_masks" / f"{stem}_UDM.tif"
+            tiles.append(
+                Tile(
+                    aoi=aoi_dir.name,
+                    stem=stem,
+                    date=date_of(stem),
+                    image=image,
+                    labels=aoi_dir / label_source / f"{stem}_Buildings.geojson",
+                    label_space=LABEL_SOURCES[label_source],
+                    udm_vectors=udm_vec if udm_vec.is_file() else None,
+                    udm_raster=udm_ras if udm_ras.is_file() else None,
+                )
+            )
+    if not tiles:
+        raise DataError(f"AOI folders found but no *.tif in their {image_dir}/ folders", root)
+    return tiles

@@ -1,0 +1,173 @@
+"""GeoTIFF reading and writing with errors that name the file.
+
+Everything that touches raster files goes through here, so a truncated or non-TIFF input is reported
+as `DataError("<file>: ...")` instead of a GDAL traceback, and every write is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window
+
+from sn7.errors import DataError
+from sn7.utils.atomic import atomic_path
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs: Any  # rasterio CRS or None
+    transform: Any  # affine.Affine
+    profile: dict
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
+    """Open a raster for reading; any failure becomes a DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("image file not found", path)
+    if path.stat().st_size == 0:
+        raise DataError("image file is empty (0 bytes); re-download it", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
+    except RasterioError as exc:
+        raise DataError(f"not a readable GeoTIFF ({_first_line(exc)})", path) from exc
+    try:
+        yield src
+    except RasterioError as exc:
+        raise DataError(f"GeoTIFF is corrupt or truncated ({_first_line(exc)})", path) from exc
+    finally:
+        src.close()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def raster_info(path: str | Path) -> RasterInfo:
+    with open_raster(path) as src:
+        return info_of(src, Path(path))
+
+
+def info_of(src, path: Path) -> RasterInfo:
+    return RasterInfo(
+        path=path,
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=src.dtypes[0],
+        crs=src.crs,
+        transform=src.transform,
+        profile=dict(src.profile),
+    )
+
+
+def read_raster(
+    path: str | Path,
+    bands: Sequence[int] | None = None,
+    window: Window | None = None,
+    src=None,
+) -> np.ndarray:
+    """Read `bands` (1-based, default all) as (C, H, W); `window` reads only that block.
+
+    Pass an already open `src` (from `open_raster`) to avoid re-opening the file per crop.
+    """
+    if src is not None:
+        return _read(src, Path(path), bands, window)
+    with open_raster(path) as opened:
+        return _read(opened, Path(path), bands, window)
+
+
+def _read(src, path: Path, bands, window) -> np.ndarray:
+    indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
+    if max(indexes) > src.count:
+        raise DataError(
+            f"has {src.count} band(s) but band(s) {indexes} were asked for "
+            f"(check data.bands; SN7 images have 4: R, G, B, alpha)",
+            path,
+        )
+    try:
+        return src.read(indexes, window=window, boundless=False)
+    except RasterioError as exc:
+        raise DataError(f"GeoTIFF is corrupt or truncated ({_first_line(exc)})", path) from exc
+
+
+def write_geotiff(
+    path: str | Path,
+    array: np.ndarray,
+    like: RasterInfo,
+    *,
+    nodata: float | None = None,
+    valid: np.ndarray | None = None,
+) -> None:
+    """Write (C, H, W) or (H, W) `array` with the georeferencing of `like`, atomically.
+
+    `valid` (H, W bool) is stored as the GeoTIFF's internal mask band, which GIS tools read as
+    nodata when every value of the dtype is meaningful (e.g. a uint8 probability 0-255).
+    """
+    data = array[None] if array.ndim == 2 else array
+    profile = {
+        "driver": "GTiff",
+        "width": like.width,
+        "height": like.height,
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": like.crs,
+        "transform": like.transform,
+        "compress": "deflate",
+        "predictor": 2 if data.dtype.kind in "ui" else 3,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with (
+        atomic_path(path) as tmp,
+        rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(data)
+            if valid is not None:
+                dst.write_mask(valid.astype(np.uint8) * 255)
+
+
+def write_png(path: str | Path, array: np.ndarray) -> None:
+    """Write a single-band uint8 PNG atomically (the mask cache format)."""
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(tmp, "PNG")
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Read a single-band PNG as (H, W) uint8; unreadable files become a DataError."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img)
+    except FileNotFoundError as exc:
+        raise DataError("mask file not found; run `python -m sn7.prepare`", path) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"mask PNG is unreadable ({exc}); re-run prepare", path) from exc

@@ -1,0 +1,77 @@
+"""Atomic file writes: a reader (or a re-run after SIGKILL) sees the old file or the new one.
+
+The temp file lives in the target's folder so that `os.replace` is a same-filesystem rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_MARK = ".sn7tmp-"
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `target`; on success fsync it and rename it over `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_MARK, suffix=target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes_atomic(target: str | Path, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(target: str | Path, text: str) -> None:
+    write_bytes_atomic(target, text.encode("utf-8"))
+
+
+def write_json_atomic(target: str | Path, obj: Any) -> None:
+    write_text_atomic(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def remove_stale_temps(folder: str | Path) -> int:
+    """Delete temp files a killed run left behind under `folder`; returns how many."""
+    folder = Path(folder)
+    if not folder.exists():
+        return 0
+    stale = list(folder.rglob(f"{TMP_MARK}*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: str | Path, what: str = "this folder") -> Iterator[None]:
+    """Hold an advisory lock on `folder` so two runs never rebuild the same cache at once."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another sn7 run that is using {what} ({folder}) ...", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -1,0 +1,26 @@
+"""What every entry point does around its stage: a clear one-line error for user mistakes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sn7.errors import SN7Error
+
+
+def run_stage(stage: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
+    """Run `stage(cfg)`; an SN7Error prints one line and exits 1 (traceback with SN7_DEBUG=1).
+
+    Other exceptions are bugs and keep their traceback.
+    """
+    try:
+        return stage(cfg)
+    except SN7Error as exc:
+        if os.environ.get("SN7_DEBUG") or cfg.get("debug_errors", False):
+            raise
+        print(f"sn7 error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
