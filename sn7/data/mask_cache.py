@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sn7.constants import IGNORE
 from sn7.data.layout import Tile
-from sn7.data.masks import IGNORE, RasterizeSettings, rasterize_tile
+from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import raster_info, read_png, write_png
 from sn7.errors import SN7Error
 from sn7.utils.atomic import remove_stale_temps, write_json_atomic

@@ -15,12 +15,11 @@ import shapely
 from affine import Affine
 from rasterio import features
 
+from sn7.constants import BUILDING, IGNORE
 from sn7.data.footprints import Footprints, load_footprints
 from sn7.data.layout import Tile
 from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
 from sn7.errors import DataError
-
-BACKGROUND, BUILDING, IGNORE = 0, 1, 255
 
 
 @dataclass(frozen=True)

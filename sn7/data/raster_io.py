@@ -34,9 +34,8 @@ class RasterInfo:
     profile: dict
 
 
-@contextlib.contextmanager
-def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
-    """Open a raster for reading; any failure becomes a DataError naming the file."""
+def open_dataset(path: str | Path) -> rasterio.io.DatasetReader:
+    """Open a raster for reading (caller closes it); failures become a DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError("image file not found", path)
@@ -45,9 +44,15 @@ def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(path)
+            return rasterio.open(path)
     except RasterioError as exc:
         raise DataError(f"not a readable GeoTIFF ({_first_line(exc)})", path) from exc
+
+
+@contextlib.contextmanager
+def open_raster(path: str | Path) -> Iterator[rasterio.io.DatasetReader]:
+    """`open_dataset` as a context manager that also reports read failures as DataError."""
+    src = open_dataset(path)
     try:
         yield src
     except RasterioError as exc:
@@ -99,8 +104,8 @@ def _read(src, path: Path, bands, window) -> np.ndarray:
     indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
     if max(indexes) > src.count:
         raise DataError(
-            f"has {src.count} band(s) but band(s) {indexes} were asked for "
-            f"(check data.bands; SN7 images have 4: R, G, B, alpha)",
+            f"has {src.count} band(s) but bands {indexes} are needed "
+            "(SN7 images have 4: R, G, B, alpha; models read the bands they were trained on)",
             path,
         )
     try:

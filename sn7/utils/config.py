@@ -10,7 +10,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
 def available_cores() -> int:
@@ -37,10 +37,11 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("sn7.project_root", project_root, replace=True)
     OmegaConf.register_new_resolver("sn7.work_dir", work_dir_for, replace=True)
     OmegaConf.register_new_resolver("sn7.cores", available_cores, replace=True)
+    OmegaConf.register_new_resolver("sn7.len", len, replace=True)
 
 
-def to_container(cfg: DictConfig | dict) -> dict:
-    """A plain, fully resolved dict (what goes into checkpoints and logs)."""
-    if isinstance(cfg, DictConfig):
+def to_container(cfg):
+    """A plain, fully resolved dict/list (what goes into checkpoints and logs); None stays None."""
+    if isinstance(cfg, DictConfig | ListConfig):
         return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
+    return cfg

@@ -1,0 +1,85 @@
+"""The LightningDataModule: prepare artifacts -> AOI split -> crop datasets -> loaders."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from sn7.data.datasets import GridCropDataset, RandomCropDataset
+from sn7.data.input_spec import InputSpec
+from sn7.data.transforms import build_augment
+from sn7.errors import ConfigError
+from sn7.prepare import load_prepared, prepare
+from sn7.utils.config import to_container
+
+
+def one_thread_worker(worker_id: int) -> None:
+    """DataLoader workers get one thread each: on 2 cores, more would starve the training step."""
+    import cv2
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+class SN7DataModule(pl.LightningDataModule):
+    def __init__(self, data: DictConfig, split: DictConfig, subset: DictConfig, augment, seed: int):
+        super().__init__()
+        # resolved now: interpolations like ${paths.cache_dir} point outside these nodes
+        parts = {"data": data, "split": split, "subset": subset, "augment": augment}
+        self.cfg = OmegaConf.create({k: to_container(v) for k, v in parts.items()} | {"seed": seed})
+        self.spec = InputSpec.from_data_cfg(data)
+        self.train_set: RandomCropDataset | None = None
+        self.val_set: GridCropDataset | None = None
+
+    def prepare_data(self) -> None:
+        prepare(self.cfg)  # cheap when the cache is fresh; runs on one process under DDP
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        data = self.cfg.data
+        prepared = load_prepared(data.work_dir)
+        train_rows, val_rows = prepared.tiles("train"), prepared.tiles("val")
+        if train_rows.empty or val_rows.empty:
+            raise ConfigError(
+                f"the AOI split leaves {len(train_rows)} train and {len(val_rows)} val images; "
+                "training needs both (at least 2 AOIs; see split.val_aois / split.val_fraction)"
+            )
+        smallest = int(min(prepared.manifest["height"].min(), prepared.manifest["width"].min()))
+        if data.crop_size > smallest:
+            raise ConfigError(
+                f"data.crop_size={data.crop_size} exceeds the smallest tile side ({smallest} px)"
+            )
+        if not 0.0 <= data.pos_fraction <= 1.0:
+            raise ConfigError(f"data.pos_fraction={data.pos_fraction} must be in [0, 1]")
+        augment = build_augment(self.cfg.augment, self.spec.alpha_channel, self.spec.in_channels)
+        self.train_set = RandomCropDataset(
+            train_rows,
+            self.spec,
+            data.crop_size,
+            length=data.samples_per_epoch,
+            pos_fraction=data.pos_fraction,
+            augment=augment,
+            seed=self.cfg.seed,
+        )
+        self.val_set = GridCropDataset(val_rows, self.spec, data.crop_size)
+
+    def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
+        workers = int(self.cfg.data.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,  # train crops are drawn at random by the dataset itself
+            drop_last=train,
+            num_workers=workers,
+            persistent_workers=workers > 0 and bool(self.cfg.data.persistent_workers),
+            worker_init_fn=one_thread_worker if workers > 0 else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.cfg.data.batch_size, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.cfg.data.val_batch_size, train=False)

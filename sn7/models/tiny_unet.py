@@ -1,0 +1,62 @@
+"""TinyUNet: a small U-Net for binary segmentation, sized by `base` (channels base, 2*base, ...)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sn7.errors import ConfigError
+
+
+def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class TinyUNet(nn.Module):
+    """Encoder-decoder with skips; `depth` 2x2 poolings; one output logit channel.
+
+    Any input size works: the input is reflect-padded to a multiple of 2**depth and the output
+    cropped back, so a 1023-px tile comes out 1023 px.
+    """
+
+    def __init__(self, in_ch: int = 4, base: int = 32, depth: int = 4):
+        super().__init__()
+        if in_ch < 1 or base < 1 or depth < 1:
+            raise ConfigError(
+                f"TinyUNet needs in_ch, base, depth >= 1 (got {in_ch}, {base}, {depth})"
+            )
+        widths = [base * 2**i for i in range(depth + 1)]
+        self.depth = depth
+        self.encoders = nn.ModuleList(
+            conv_block(in_ch if i == 0 else widths[i - 1], widths[i]) for i in range(depth + 1)
+        )
+        self.ups = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)
+        )
+        self.decoders = nn.ModuleList(conv_block(2 * widths[i], widths[i]) for i in range(depth))
+        self.head = nn.Conv2d(widths[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        multiple = 2**self.depth
+        pad_h, pad_w = (-h) % multiple, (-w) % multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        skips = []
+        for i, encoder in enumerate(self.encoders):
+            x = encoder(x)
+            if i < self.depth:
+                skips.append(x)
+                x = F.max_pool2d(x, 2)
+        for i in reversed(range(self.depth)):
+            x = self.decoders[i](torch.cat([self.ups[i](x), skips[i]], dim=1))
+        return self.head(x)[..., :h, :w]

@@ -1,0 +1,66 @@
+"""Stage 2, train: compose model, data and trainer from the Hydra config and fit.
+
+Returns the value of `cfg.optimized_metric` so Hydra sweepers (e.g. Optuna) can optimise it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from sn7.lit.datamodule import SN7DataModule
+from sn7.lit.module import SegmentationTask
+from sn7.utils.config import to_container
+from sn7.utils.hardware import configure_threads, resolve_channels_last, resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Callbacks/loggers are dicts of `_target_` entries; a null or empty group gives none."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def build_task(cfg: DictConfig, datamodule: SN7DataModule, channels_last: bool) -> SegmentationTask:
+    return SegmentationTask(
+        model=to_container(cfg.model),
+        loss=to_container(cfg.loss),
+        optimizer=to_container(cfg.optimizer),
+        scheduler=to_container(cfg.scheduler) if cfg.scheduler else None,
+        input_spec=datamodule.spec.to_dict(),
+        channels_last=channels_last,
+        run_config=to_container(cfg),
+    )
+
+
+def train(cfg: DictConfig) -> float | None:
+    threads = configure_threads(cfg.threads)
+    pl.seed_everything(cfg.seed, workers=True)
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
+    channels_last = resolve_channels_last(cfg.channels_last, precision)
+    log.info("precision %s, channels_last %s, %d torch threads", precision, channels_last, threads)
+
+    datamodule = SN7DataModule(cfg.data, cfg.split, cfg.subset, cfg.augment, cfg.seed)
+    task = build_task(cfg, datamodule, channels_last)
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    if not loggers:
+        # LearningRateMonitor refuses to run without a logger; the lr is still on the progress bar.
+        callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False
+    )
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+
+    metric = trainer.callback_metrics.get(cfg.optimized_metric)
+    value = float(metric) if metric is not None else None
+    ckpt = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
+    if ckpt is not None and ckpt.best_model_path:
+        log.info("best checkpoint: %s (%s)", ckpt.best_model_path, ckpt.best_model_score)
+    log.info("%s = %s", cfg.optimized_metric, value)
+    return value
