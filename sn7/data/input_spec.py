@@ -40,6 +40,13 @@ class InputSpec:
         """Position of the alpha band among the model's channels, if it is fed to the model."""
         return self.bands.index(self.alpha_band) if self.alpha_band in self.bands else None
 
+    @property
+    def rgb_channels(self) -> tuple[int, int, int]:
+        """Model channels to show as an RGB picture: the first three non-alpha ones (repeated if
+        there are fewer)."""
+        colour = [i for i in range(self.in_channels) if i != self.alpha_channel] or [0]
+        return tuple((colour * 3)[:3])
+
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """(C, H, W) uint8 in `bands` order -> float32 model input."""
         x = pixels.astype(np.float32) / 255.0

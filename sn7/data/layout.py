@@ -81,22 +81,33 @@ def discover_tiles(
     tiles = []
     for aoi_dir in _aoi_folders(root, image_dir):
         images = sorted(p for p in (aoi_dir / image_dir).iterdir() if p.suffix in _TIF_SUFFIXES)
-        for image in images:
-            stem = image.stem
-            udm_vec = aoi_dir / "labels" / f"{stem}_UDM.geojson"
-            udm_ras = aoi_dir / "UDM_masks" / f"{stem}_UDM.tif"
-            tiles.append(
-                Tile(
-                    aoi=aoi_dir.name,
-                    stem=stem,
-                    date=date_of(stem),
-                    image=image,
-                    labels=aoi_dir / label_source / f"{stem}_Buildings.geojson",
-                    label_space=LABEL_SOURCES[label_source],
-                    udm_vectors=udm_vec if udm_vec.is_file() else None,
-                    udm_raster=udm_ras if udm_ras.is_file() else None,
-                )
-            )
+        tiles += [_tile(aoi_dir, image, label_source) for image in images]
     if not tiles:
         raise DataError(f"AOI folders found but no *.tif in their {image_dir}/ folders", root)
     return tiles
+
+
+def _tile(aoi_dir: Path, image: Path, label_source: str) -> Tile:
+    stem = image.stem
+    udm_vec = aoi_dir / "labels" / f"{stem}_UDM.geojson"
+    udm_ras = aoi_dir / "UDM_masks" / f"{stem}_UDM.tif"
+    return Tile(
+        aoi=aoi_dir.name,
+        stem=stem,
+        date=date_of(stem),
+        image=image,
+        labels=aoi_dir / label_source / f"{stem}_Buildings.geojson",
+        label_space=LABEL_SOURCES[label_source],
+        udm_vectors=udm_vec if udm_vec.is_file() else None,
+        udm_raster=udm_ras if udm_ras.is_file() else None,
+    )
+
+
+def tile_of_image(image: str | Path, label_source: str = "labels") -> Tile | None:
+    """The Tile of an image inside an SN7 layout (<AOI>/images/<stem>.tif) whose labels exist,
+    else None. Lets prediction show ground truth when it runs on SN7 data."""
+    image = Path(image)
+    if image.parent.name not in IMAGE_DIRS or label_source not in LABEL_SOURCES:
+        return None
+    tile = _tile(image.parent.parent, image, label_source)
+    return tile if tile.labels.is_file() else None

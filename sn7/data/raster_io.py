@@ -160,8 +160,8 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a single-band uint8 PNG atomically (the mask cache format)."""
     from PIL import Image
 
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(tmp, "PNG")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(path, "PNG")
 
 
 def read_png(path: str | Path) -> np.ndarray:
@@ -171,7 +171,7 @@ def read_png(path: str | Path) -> np.ndarray:
     path = Path(path)
     try:
         with Image.open(path) as img:
-            return np.asarray(img)
+            return np.array(img)  # a writable copy
     except FileNotFoundError as exc:
         raise DataError("mask file not found; run `python -m sn7.prepare`", path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:

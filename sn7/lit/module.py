@@ -138,15 +138,11 @@ class SegmentationTask(pl.LightningModule):
             for img, target, prob in zip(images, targets, probs, strict=True):
                 raw = img.numpy() * np.asarray(self.spec.std)[:, None, None]
                 raw = (raw + np.asarray(self.spec.mean)[:, None, None]) * 255
-                rgb = rgb_preview(raw, self._rgb_channels())
+                rgb = rgb_preview(raw, self.spec.rgb_channels)
                 rows.append(prediction_panel(rgb, target.numpy(), prob.numpy(), 0.5))
             tb.add_image(
                 "val/panel", np.concatenate(rows, axis=0), self.global_step, dataformats="HWC"
             )
-
-    def _rgb_channels(self) -> tuple[int, ...]:
-        colour = [i for i in range(self.spec.in_channels) if i != self.spec.alpha_channel]
-        return tuple((colour * 3)[:3]) if len(colour) < 3 else tuple(colour[:3])
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())

@@ -38,9 +38,10 @@ def prob_rgb(prob: np.ndarray) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=-1)
 
 
-def error_rgb(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Colour-coded agreement of a boolean prediction with a 0/1/255 truth mask."""
-    out = np.zeros((*pred.shape, 3), np.uint8)
+def error_rgb(pred: np.ndarray, truth: np.ndarray, rgb: np.ndarray | None = None) -> np.ndarray:
+    """TP/FP/FN colours of a boolean prediction against a 0/1/255 truth mask, drawn over a dimmed
+    copy of `rgb` when given (an overlay), else over black."""
+    out = (rgb * 0.35).astype(np.uint8) if rgb is not None else np.zeros((*pred.shape, 3), np.uint8)
     positive = truth == BUILDING
     valid = truth != IGNORE
     out[pred & positive] = TP_COLOR
@@ -57,7 +58,7 @@ def prediction_panel(
     pred = prob >= threshold
     panels = [rgb]
     if truth is not None:
-        panels += [mask_rgb(truth), prob_rgb(prob), error_rgb(pred, truth)]
+        panels += [mask_rgb(truth), prob_rgb(prob), error_rgb(pred, truth, rgb)]
     else:
         panels += [prob_rgb(prob), mask_rgb(pred.astype(np.uint8))]
     spacer = np.full((rgb.shape[0], gap, 3), 255, np.uint8)

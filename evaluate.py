@@ -1,0 +1,18 @@
+"""python evaluate.py ckpt_path=FILE [overrides]: full-tile metrics (see conf/evaluate.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+import sn7  # noqa: F401  (registers the config resolvers)
+from sn7.evaluate import evaluate
+from sn7.utils.cli import run_stage
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> float:
+    metrics = run_stage(evaluate, cfg)
+    return metrics["pixel"]["best"]["iou"]
+
+
+if __name__ == "__main__":
+    main()

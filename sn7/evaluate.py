@@ -1,0 +1,379 @@
+"""Stage 3, evaluate: full-tile metrics of a checkpoint on a split of an SN7 root.
+
+Full tiles are predicted by overlapping sliding windows; one pass accumulates pixel counts for a
+whole threshold grid; building-level F1 is computed at the chosen threshold. Model and input
+settings come from the checkpoint; data root, split and subset default to those it was trained on.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from sn7.constants import BUILDING, IGNORE
+from sn7.data.datasets import GridCropDataset
+from sn7.data.footprints import load_footprints
+from sn7.data.layout import discover_tiles
+from sn7.data.raster_io import read_png
+from sn7.errors import ConfigError
+from sn7.inference.checkpoint import LoadedModel, load_model
+from sn7.inference.sliding_window import predictor_for
+from sn7.inference.tiles import read_tile
+from sn7.inference.vectorize import vectorize
+from sn7.metrics.buildings import BuildingCounts, match_buildings
+from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
+from sn7.prepare import prepare
+from sn7.utils.atomic import write_json_atomic, write_text_atomic
+from sn7.utils.config import to_container
+from sn7.utils.console import console, progress_bar
+from sn7.utils.hardware import configure_threads
+from sn7.viz.gallery import Gallery
+from sn7.viz.panels import rgb_preview
+from sn7.viz.plots import pr_curve_figure, save_figure
+
+log = logging.getLogger(__name__)
+INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size")
+
+
+def command_line_keys() -> set[str]:
+    """Config keys the user set on the command line (empty outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        keys.add(override.lstrip("+~").split("=", 1)[0])
+    return keys
+
+
+def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> None:
+    """Model and input settings come from the checkpoint; a contradicting override is an error."""
+    conflicts = []
+    for key, value in (cfg.get("model") or {}).items():
+        if value is not None and loaded.model_config.get(key) != value:
+            conflicts.append(f"model.{key}={value} (checkpoint: {loaded.model_config.get(key)})")
+    spec = loaded.spec.to_dict()
+    for key in INPUT_KEYS:
+        if f"data.{key}" in given:
+            value = to_container(cfg.data[key])
+            if value != spec[key]:
+                conflicts.append(f"data.{key}={value} (checkpoint: {spec[key]})")
+    if conflicts:
+        raise ConfigError(
+            "override(s) contradict the checkpoint, which defines the model and its input: "
+            + "; ".join(conflicts)
+            + ". Drop them: evaluate and predict read these settings from the checkpoint",
+            loaded.path,
+        )
+
+
+def data_config(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> DictConfig:
+    """data/split/subset/seed for prepare: command line > checkpoint's training config > default."""
+    trained = loaded.run_config
+    merged = {g: to_container(cfg[g]) for g in ("data", "split", "subset")} | {"seed": cfg.seed}
+    for group in ("data", "split", "subset"):
+        for key, value in (trained.get(group) or {}).items():
+            if f"{group}.{key}" not in given and group not in given:
+                merged[group][key] = value
+    if "seed" not in given and "seed" in trained:
+        merged["seed"] = trained["seed"]
+    if "data.root" in given and "data.work_dir" not in given:
+        merged["data"]["work_dir"] = to_container(cfg.data.work_dir)  # derived from the new root
+    merged["data"].update({k: v for k, v in loaded.spec.to_dict().items()})
+    return OmegaConf.create(merged)
+
+
+def truth_footprints(tile, info, mask: np.ndarray, min_area: float) -> list:
+    """True building polygons (pixel space) that lie mostly on valid pixels."""
+    geoms = [
+        g for g in load_footprints(tile.labels, tile.label_space, info).geoms if g.area >= min_area
+    ]
+    if geoms and (mask == IGNORE).any():
+        ignored = shapely.union_all(vectorize(mask == IGNORE).polygons)
+        geoms = [g for g in geoms if g.intersection(ignored).area <= 0.5 * g.area]
+    return geoms
+
+
+def crop_counts(loaded, predictor, rows: pd.DataFrame, thresholds: list[float]) -> np.ndarray:
+    """Sweep counts over the grid crops training validates on (crop size of the checkpoint)."""
+    dataset = GridCropDataset(rows, loaded.spec, loaded.spec.crop_size)
+    metric = sweep_metric(thresholds)
+    for batch in DataLoader(dataset, batch_size=predictor.batch_size):
+        metric.update(predictor.forward(batch["image"]), batch["mask"].long())
+    return counts_from(metric)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    configure_threads(cfg.get("threads"))
+    ev = cfg.eval
+    if ev.split not in ("train", "val", "all"):
+        raise ConfigError(f"eval.split={ev.split!r} must be one of train, val, all")
+    loaded = load_model(cfg.ckpt_path)
+    given = command_line_keys() | set(cfg.get("given_keys") or [])
+    check_against_checkpoint(cfg, loaded, given)
+    prep_cfg = data_config(cfg, loaded, given)
+    prepared = prepare(prep_cfg, quiet=True)
+    rows = prepared.tiles(ev.split)
+    if rows.empty:
+        raise ConfigError(f"eval.split={ev.split} has no images in {prep_cfg.data.root}")
+    tiles = {
+        t.stem: t
+        for t in discover_tiles(
+            prep_cfg.data.root, prep_cfg.data.image_dir, prep_cfg.data.label_source
+        )
+    }
+    predictor = predictor_for(cfg, loaded)
+    fixed = ev.threshold is not None
+    thresholds = [float(ev.threshold)] if fixed else threshold_grid(**ev.thresholds)
+    out_dir = Path(cfg.paths.run_dir)
+    start = time.perf_counter()
+
+    n_gallery = int(ev.gallery)
+    per_tile_counts, probs, masks, infos, previews = [], [], [], [], []
+    with progress_bar() as bar:
+        task = bar.add_task("tiles", total=len(rows))
+        for i, row in enumerate(rows.itertuples()):
+            tile_in = read_tile(row.image, loaded.spec)
+            prob = predictor(loaded.spec.normalize(tile_in.pixels))
+            mask = read_png(row.mask)
+            metric = sweep_metric(thresholds)
+            metric.update(torch.from_numpy(prob).flatten(), torch.from_numpy(mask).flatten().long())
+            per_tile_counts.append(counts_from(metric))
+            probs.append(prob)
+            masks.append(mask)
+            infos.append(tile_in.info)
+            if i < n_gallery:
+                previews.append(rgb_preview(tile_in.pixels, loaded.spec.rgb_channels))
+            bar.advance(task)
+    seconds = time.perf_counter() - start
+    sweep = sweep_rows(thresholds, np.sum(per_tile_counts, axis=0))
+    best, best_f1 = best_row(sweep, "iou"), best_row(sweep, "f1")
+    chosen = sweep[0] if fixed else best
+    t_index = thresholds.index(chosen["threshold"])
+
+    buildings = BuildingCounts()
+    table = []
+    gallery = Gallery(out_dir / "gallery")
+    for i, row in enumerate(rows.itertuples()):
+        valid = masks[i] != IGNORE
+        preds = vectorize((probs[i] >= chosen["threshold"]) & valid, ev.min_area).polygons
+        truths = truth_footprints(tiles[row.stem], infos[i], masks[i], ev.min_truth_area)
+        counts = match_buildings(preds, truths, ev.iou_match)
+        buildings += counts
+        pix = sweep_rows([chosen["threshold"]], per_tile_counts[i][t_index : t_index + 1])[0]
+        table.append(
+            {
+                "aoi": row.aoi,
+                "date": row.date,
+                "stem": row.stem,
+                "iou": pix["iou"],
+                "precision": pix["precision"],
+                "recall": pix["recall"],
+                "f1": pix["f1"],
+                "building_tp": counts.tp,
+                "building_fp": counts.fp,
+                "building_fn": counts.fn,
+                "building_f1": counts.as_dict()["f1"],
+                "truth_frac": float((masks[i] == BUILDING).sum() / max(valid.sum(), 1)),
+            }
+        )
+        if i < n_gallery:
+            gallery.add(row.stem, previews[i], probs[i], chosen["threshold"], masks[i])
+    gallery.finish()
+
+    crop = None
+    if ev.crop_metrics:
+        crop_sweep = sweep_rows(thresholds, crop_counts(loaded, predictor, rows, thresholds))
+        crop = {"threshold": chosen["threshold"], "iou": crop_sweep[t_index]["iou"]}
+        if 0.5 in thresholds:
+            crop["iou_at_0_5"] = crop_sweep[thresholds.index(0.5)]["iou"]
+
+    def public(r):
+        return {k: r[k] for k in ("threshold", "iou", "precision", "recall", "f1")}
+
+    metrics = {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "split": ev.split,
+        "n_tiles": len(rows),
+        "data_root": str(Path(prep_cfg.data.root).resolve()),
+        "aois": sorted(rows["aoi"].unique().tolist()),
+        "model": loaded.model_config,
+        "pixel": {
+            "best": public(chosen),
+            "best_f1": public(best_f1),
+            "sweep": [public(r) for r in sweep],
+        },
+        "building": {
+            "threshold": chosen["threshold"],
+            "iou_match": ev.iou_match,
+            "min_area": ev.min_area,
+            **buildings.as_dict(),
+        },
+        "crop": crop,
+        "seconds_per_tile": seconds / len(rows),
+        "threshold_mode": "fixed" if fixed else "best_iou",
+    }
+    write_outputs(out_dir, metrics, table, sweep, chosen)
+    if not fixed:
+        write_json_atomic(
+            loaded.threshold_file,
+            {
+                "threshold": chosen["threshold"],
+                "iou": chosen["iou"],
+                "split": ev.split,
+                "data_root": metrics["data_root"],
+                "metrics": str(out_dir / "metrics.json"),
+            },
+        )
+    if ev.publish:
+        publish(out_dir, Path(ev.publish))
+    print_summary(metrics, out_dir)
+    return metrics
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _md_table(columns: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def metrics_markdown(m: dict, table: list[dict], sweep: list[dict]) -> str:
+    best, b = m["pixel"]["best"], m["building"]
+    model = ", ".join(f"{k}={v}" for k, v in m["model"].items() if k != "_target_")
+    parts = [
+        f"# Evaluation: {Path(m['checkpoint']).name}",
+        "",
+        f"- checkpoint: `{m['checkpoint']}`",
+        f"- model: {m['model'].get('_target_', '?').rsplit('.', 1)[-1]} ({model})",
+        f"- data: `{m['data_root']}`, split **{m['split']}**: {m['n_tiles']} full tiles of "
+        f"AOI(s) {', '.join(m['aois'])}",
+        f"- threshold: {best['threshold']:.2f} ({m['threshold_mode'].replace('_', ' ')}); "
+        f"{m['seconds_per_tile']:.1f} s per tile",
+        "",
+        "## Full-tile pixel metrics",
+        "",
+        _md_table(
+            ["", "threshold", "IoU", "precision", "recall", "F1"],
+            [
+                [
+                    "best IoU" if m["threshold_mode"] == "best_iou" else "fixed",
+                    *[best[k] for k in ("threshold", "iou", "precision", "recall", "f1")],
+                ],
+                [
+                    "best F1",
+                    *[
+                        m["pixel"]["best_f1"][k]
+                        for k in ("threshold", "iou", "precision", "recall", "f1")
+                    ],
+                ],
+            ],
+        ),
+        "",
+        f"## Buildings (one-to-one, IoU >= {b['iou_match']}, predictions >= {b['min_area']} px)",
+        "",
+        _md_table(
+            ["threshold", "TP", "FP", "FN", "precision", "recall", "F1", "matches IoU>0.25"],
+            [
+                [
+                    b["threshold"],
+                    b["tp"],
+                    b["fp"],
+                    b["fn"],
+                    b["precision"],
+                    b["recall"],
+                    b["f1"],
+                    b["matched_iou_0_25"],
+                ]
+            ],
+        ),
+    ]
+    if m["crop"]:
+        parts += [
+            "",
+            "## Full tiles vs training crops",
+            "",
+            _md_table(
+                ["measured on", "threshold", "IoU"],
+                [
+                    ["full tiles (sliding window)", best["threshold"], best["iou"]],
+                    ["grid crops (as in training)", m["crop"]["threshold"], m["crop"]["iou"]],
+                ],
+            ),
+        ]
+    parts += [
+        "",
+        "## Threshold sweep (one pass)",
+        "",
+        _md_table(
+            ["threshold", "IoU", "precision", "recall", "F1"],
+            [[r["threshold"], r["iou"], r["precision"], r["recall"], r["f1"]] for r in sweep],
+        ),
+        "",
+        "## Per tile",
+        "",
+        _md_table(
+            ["tile", "IoU", "P", "R", "F1", "bldg TP", "bldg FP", "bldg FN", "bldg F1"],
+            [
+                [
+                    f"{t['aoi']} {t['date']}",
+                    t["iou"],
+                    t["precision"],
+                    t["recall"],
+                    t["f1"],
+                    t["building_tp"],
+                    t["building_fp"],
+                    t["building_fn"],
+                    t["building_f1"],
+                ]
+                for t in table
+            ],
+        ),
+        "",
+    ]
+    return "\n".join(parts)
+
+
+def write_outputs(out_dir: Path, metrics: dict, table: list[dict], sweep: list, chosen: dict):
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_text_atomic(out_dir / "metrics.md", metrics_markdown(metrics, table, sweep))
+    write_text_atomic(out_dir / "per_tile.csv", pd.DataFrame(table).to_csv(index=False))
+    title = f"{Path(metrics['checkpoint']).name}: {metrics['split']} ({metrics['n_tiles']} tiles)"
+    save_figure(pr_curve_figure(sweep, chosen, title), out_dir / "pr_curve.png")
+
+
+def publish(out_dir: Path, target: Path) -> None:
+    """Copy the small, human-facing artifacts into results/<name>/ (committed to the repo)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.md", "metrics.json", "pr_curve.png"):
+        shutil.copyfile(out_dir / name, target / name)
+    gallery = sorted((out_dir / "gallery").glob("*.png"))
+    if gallery:
+        (target / "gallery").mkdir(exist_ok=True)
+        for path in gallery:
+            shutil.copyfile(path, target / "gallery" / path.name)
+    console.print(f"published to {target}")
+
+
+def print_summary(m: dict, out_dir: Path) -> None:
+    best, b = m["pixel"]["best"], m["building"]
+    console.print(
+        f"[bold]{m['split']}[/bold] ({m['n_tiles']} tiles): pixel IoU {best['iou']:.4f} "
+        f"P {best['precision']:.4f} R {best['recall']:.4f} F1 {best['f1']:.4f} "
+        f"@ {best['threshold']:.2f} | building F1 {b['f1']:.4f} "
+        f"(TP {b['tp']} FP {b['fp']} FN {b['fn']})"
+        + (f" | crop IoU {m['crop']['iou']:.4f}" if m["crop"] else "")
+    )
+    console.print(f"wrote {out_dir}/metrics.json, metrics.md, per_tile.csv, pr_curve.png")

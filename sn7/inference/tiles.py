@@ -1,0 +1,32 @@
+"""Reading one full tile for inference: model bands, valid-pixel mask, georeferencing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sn7.data.input_spec import InputSpec
+from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
+
+
+@dataclass
+class TileInput:
+    pixels: np.ndarray  # (C, H, W) uint8, the model's bands
+    valid: np.ndarray  # (H, W) bool, alpha > 0 (all True when there is no alpha band)
+    info: RasterInfo
+
+
+def read_tile(path: str | Path, spec: InputSpec) -> TileInput:
+    path = Path(path)
+    with open_raster(path) as src:
+        info = info_of(src, path)
+        pixels = read_raster(path, spec.bands, src=src)
+        if spec.alpha_channel is not None:
+            valid = pixels[spec.alpha_channel] > 0
+        elif spec.alpha_band is not None and spec.alpha_band <= src.count:
+            valid = read_raster(path, [spec.alpha_band], src=src)[0] > 0
+        else:
+            valid = np.ones(pixels.shape[1:], bool)
+    return TileInput(pixels, valid, info)
