@@ -86,6 +86,9 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Prepared:
             report.failed.update(rebuilt.failed)
             problems = verify_mask_cache(bad, work_dir, settings, index, sample=len(bad))
             report.failed.update(problems)
+            for key in problems:  # still bad after a rebuild: keep it out of the manifest
+                index.entries.pop(key, None)
+            index.save()
 
         manifest = build_manifest(tiles, work_dir, index, data.label_source)
         if manifest.empty:

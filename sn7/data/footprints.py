@@ -77,7 +77,10 @@ def _parse_geometries(path: Path, raw: bytes, features: list) -> list[BaseGeomet
             return list(parts)
     geoms: list[BaseGeometry | None] = []
     for i, feature in enumerate(features):
-        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(feature, dict):
+            kind = type(feature).__name__
+            raise DataError(f"feature {i} is not a GeoJSON Feature object (found {kind})", path)
+        geometry = feature.get("geometry")
         if geometry is None:
             geoms.append(None)
             continue

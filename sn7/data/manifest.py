@@ -65,6 +65,8 @@ def read_csv(path: str | Path, what: str, columns: Sequence[str]) -> pd.DataFram
     if not path.is_file():
         raise DataError(f"{what} not found; run `python -m sn7.prepare` first", path)
     df = pd.read_csv(path, dtype={"date": str})
+    if "date" in df.columns:  # an image without a date in its name has "", read back as NaN
+        df["date"] = df["date"].fillna("")
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"{what} lacks columns {missing}; re-run `python -m sn7.prepare`", path)

@@ -160,8 +160,8 @@ def write_png(path: str | Path, array: np.ndarray) -> None:
     """Write a single-band uint8 PNG atomically (the mask cache format)."""
     from PIL import Image
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(path, "PNG")
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8), mode="L").save(tmp, "PNG")
 
 
 def read_png(path: str | Path) -> np.ndarray:

@@ -1,0 +1,71 @@
+"""Fixtures shared by the whole suite: synthetic SN7 data, the real sample, composed configs.
+
+Data made here is session-scoped and read-only; a test that edits files makes its own root with
+`make_sn7_root(tmp_path, ...)` (a few tens of milliseconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+import sn7  # noqa: F401  (registers the OmegaConf resolvers the configs use)
+from sn7.data.synthetic import SyntheticRoot, make_sn7_root
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+SHARED_SAMPLE = REPO.parent / "shared" / "sn7_sample"
+
+
+def _compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> SyntheticRoot:
+    """2 AOIs x 4 months of 96x128 px: one month without buildings, one with an alpha=0 strip
+    and a UDM_masks raster, one with a UDM cloud polygon. Read-only: tests must not edit it."""
+    return make_sn7_root(
+        tmp_path_factory.mktemp("sn7_synthetic"),
+        aois=2,
+        months=4,
+        size=(96, 128),
+        n_buildings=10,
+        empty_months=["2018_02"],
+        blank_months=["2018_03"],
+        udm_raster_months=["2018_03"],
+        cloud_months=["2018_04"],
+    )
+
+
+@pytest.fixture
+def shared_sample() -> Path:
+    """The real SN7 excerpt in ../shared/sn7_sample; the test is skipped where it is absent."""
+    if not (SHARED_SAMPLE / "train").is_dir():
+        pytest.skip(f"real SN7 sample not found at {SHARED_SAMPLE}")
+    return SHARED_SAMPLE
+
+
+@pytest.fixture
+def compose_config() -> Callable[..., DictConfig]:
+    """`compose_config(name, overrides)`: compose `conf/<name>.yaml` as the CLI would."""
+    return _compose
+
+
+@pytest.fixture
+def prepare_cfg() -> Callable[..., DictConfig]:
+    """`prepare_cfg(root, work_dir, *overrides)`: the prepare config for one data root, on one
+    worker process (the machine is shared) and with the cache in `work_dir`."""
+
+    def make(root: str | Path, work_dir: str | Path, *overrides: str) -> DictConfig:
+        return _compose(
+            "prepare",
+            [f"data.root={root}", f"data.work_dir={work_dir}", "data.workers=1", *overrides],
+        )
+
+    return make

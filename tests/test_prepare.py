@@ -1,0 +1,339 @@
+"""The prepare stage (sn7.prepare): SN7 folder -> mask cache, manifest, subset and split."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sn7.data.layout import discover_tiles
+from sn7.data.manifest import COLUMNS
+from sn7.data.mask_cache import MaskIndex, mask_path, masks_dir, verify_mask_cache
+from sn7.data.masks import RasterizeSettings
+from sn7.data.raster_io import read_png, write_png
+from sn7.data.synthetic import make_sn7_root
+from sn7.errors import ConfigError, DataError
+from sn7.prepare import load_prepared, prepare
+from sn7.utils.atomic import TMP_MARK
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def root(tmp_path):
+    """3 AOIs x 3 months of 64 px, with alpha=0, a cloud and a UDM raster; editable."""
+    return make_sn7_root(
+        tmp_path / "root",
+        aois=3,
+        months=3,
+        size=(64, 64),
+        n_buildings=4,
+        blank_months=["2018_02"],
+        cloud_months=["2018_03"],
+        udm_raster_months=["2018_03"],
+    )
+
+
+@pytest.fixture
+def work(tmp_path):
+    return tmp_path / "work"
+
+
+def test_prepare_writes_every_artifact(root, work, prepare_cfg):
+    prepared = prepare(prepare_cfg(root.root, work), quiet=True)
+    for name in ("manifest.csv", "subset.csv", "split.csv", "prepare.json", "masks/index.json"):
+        assert (work / name).is_file(), name
+
+    manifest = pd.read_csv(work / "manifest.csv", dtype={"date": str})
+    assert list(manifest.columns) == COLUMNS
+    assert list(manifest["aoi"] + "/" + manifest["stem"]) == list(root.tiles)
+    for row in manifest.itertuples():
+        truth = root.tiles[f"{row.aoi}/{row.stem}"]
+        assert row.date == truth.month.replace("_", "-")
+        assert Path(row.image) == truth.image
+        np.testing.assert_array_equal(read_png(row.mask), truth.mask)
+        assert (row.height, row.width) == truth.mask.shape
+        assert row.n_buildings == len(truth.buildings)
+        valid = truth.mask != 255
+        assert row.valid_frac == pytest.approx(valid.mean(), abs=1e-6)
+        assert row.building_frac == pytest.approx((truth.mask == 1).sum() / valid.sum(), abs=1e-6)
+        assert row.label_source == "labels"
+
+    split = pd.read_csv(work / "split.csv")
+    assert list(split.columns) == ["aoi", "split"]
+    assert sorted(split["aoi"]) == root.aois and split["aoi"].is_unique
+    assert (split["split"] == "val").sum() == 1  # val_fraction 0.2 of 3 AOIs, at least one
+
+    subset = pd.read_csv(work / "subset.csv", dtype={"date": str})
+    assert set(subset["stem"]) == set(manifest["stem"])  # no caps in subset/all
+
+    meta = json.loads((work / "prepare.json").read_text())
+    assert (meta["n_images"], meta["n_prepared"], meta["failed"]) == (9, 9, {})
+    assert meta["data_root"] == str(root.root.resolve())
+
+    loaded = load_prepared(work)
+    pd.testing.assert_frame_equal(loaded.manifest, prepared.manifest, check_dtype=False)
+    pd.testing.assert_frame_equal(loaded.split, prepared.split)
+    val = set(split.loc[split["split"] == "val", "aoi"])
+    assert set(loaded.tiles("val")["aoi"]) == val
+    assert set(loaded.tiles("train")["aoi"]) == set(root.aois) - val
+    assert len(loaded.tiles("all")) == 9
+    with pytest.raises(ConfigError, match="split 'test'"):
+        loaded.tiles("test")
+
+
+def test_image_without_a_date_in_its_name_keeps_an_empty_date(root, work, prepare_cfg):
+    tile = discover_tiles(root.root)[0]
+    for path in (tile.image, tile.labels):
+        path.rename(path.with_name(path.name.replace(tile.stem, "my_own_tile")))
+    prepared = prepare(prepare_cfg(root.root, work), quiet=True)
+    loaded = load_prepared(work)
+    for manifest in (prepared.manifest, loaded.manifest):
+        dates = manifest.set_index("stem")["date"]
+        assert dates["my_own_tile"] == ""
+        assert dates.map(type).eq(str).all()
+
+
+def test_second_prepare_builds_nothing(root, work, prepare_cfg):
+    cfg = prepare_cfg(root.root, work)
+    prepare(cfg, quiet=True)
+    again = prepare(cfg, quiet=True)
+    assert again.report.summary().startswith("9 cached, 0 built")
+
+
+def test_load_prepared_before_prepare_says_what_to_run(work):
+    with pytest.raises(DataError, match=re.escape("run `python -m sn7.prepare` first")):
+        load_prepared(work)
+
+
+def _add_bad_files(root) -> list[Path]:
+    """Break three images in three ways; return the files an error message must name."""
+    aoi_dir = root.root / "train" / root.aois[0]
+    tiles = discover_tiles(root.root)
+    zero = aoi_dir / "images" / f"global_monthly_2019_06_mosaic_{root.aois[0]}.tif"
+    zero.write_bytes(b"")  # a new month whose image is empty
+    (aoi_dir / "labels" / f"{zero.stem}_Buildings.geojson").write_text(
+        '{"type": "FeatureCollection", "features": []}'
+    )
+    not_json = tiles[4].labels
+    not_json.write_text("<html>404</html>")
+    truncated = tiles[8].image
+    truncated.write_bytes(truncated.read_bytes()[:5000])
+    return [zero, not_json, truncated]
+
+
+def test_on_error_fail_prepares_the_good_files_then_lists_every_bad_one(root, work, prepare_cfg):
+    bad = _add_bad_files(root)
+    with pytest.raises(DataError) as exc:
+        prepare(prepare_cfg(root.root, work, "data.on_error=fail"), quiet=True)
+    message = str(exc.value)
+    assert "3 of 10 image(s) failed" in message
+    for path in bad:
+        assert str(path) in message
+    assert "data.on_error=skip" in message
+    manifest = pd.read_csv(work / "manifest.csv")
+    assert len(manifest) == 7
+    assert all(Path(m).is_file() for m in manifest["mask"])
+
+
+def test_on_error_skip_warns_and_leaves_bad_files_out(root, work, prepare_cfg, capsys):
+    bad = _add_bad_files(root)
+    prepared = prepare(prepare_cfg(root.root, work, "data.on_error=skip"), quiet=True)
+    out = " ".join(capsys.readouterr().out.split())  # undo the console's line wrapping
+    assert "warning: 3 of 10 image(s) failed" in out
+    assert "left out of the manifest" in out
+    manifest = pd.read_csv(work / "manifest.csv")
+    assert len(manifest) == len(prepared.manifest) == 7
+    bad_stems = {p.name.split("_Buildings")[0].removesuffix(".tif") for p in bad}
+    assert not bad_stems & set(manifest["stem"])
+    assert not bad_stems & set(pd.read_csv(work / "subset.csv")["stem"])
+    meta = json.loads((work / "prepare.json").read_text())
+    assert len(meta["failed"]) == 3
+
+
+def test_nothing_preparable_is_an_error(tmp_path, work, prepare_cfg):
+    truth = make_sn7_root(tmp_path / "root", aois=1, months=2, size=(64, 64), n_buildings=2)
+    for tile in truth.tiles.values():
+        tile.image.write_bytes(b"")
+    with pytest.raises(DataError, match="no image could be prepared"):
+        prepare(prepare_cfg(truth.root, work, "data.on_error=skip"), quiet=True)
+
+
+def test_bad_on_error_value(root, work, prepare_cfg):
+    with pytest.raises(ConfigError, match=re.escape("data.on_error='ignore'")):
+        prepare(prepare_cfg(root.root, work, "data.on_error=ignore"), quiet=True)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "wrong-values"])
+def test_prepare_self_heals_a_damaged_mask(root, work, prepare_cfg, damage):
+    cfg = prepare_cfg(root.root, work)
+    prepare(cfg, quiet=True)
+    tile = discover_tiles(root.root)[5]
+    key, png = tile.key, mask_path(work, tile)
+    assert png.is_file()
+    if damage == "garbage":
+        png.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    else:
+        write_png(png, np.full(root.tiles[key].mask.shape, 9, np.uint8))
+    prepared = prepare(cfg, quiet=True)
+    assert prepared.report.built == [key]
+    np.testing.assert_array_equal(read_png(png), root.tiles[key].mask)
+
+
+def test_split_and_subset_options_reach_the_artifacts(root, work, prepare_cfg):
+    val = root.aois[1]
+    prepare(prepare_cfg(root.root, work, f"split.val_aois=[{val}]", "subset.per_aoi=1"), quiet=True)
+    split = pd.read_csv(work / "split.csv")
+    assert split.set_index("aoi")["split"].to_dict() == {
+        a: ("val" if a == val else "train") for a in root.aois
+    }
+    assert pd.read_csv(work / "subset.csv").groupby("aoi").size().to_dict() == dict.fromkeys(
+        root.aois, 1
+    )
+
+    vals = []
+    for fold in range(3):
+        prepare(prepare_cfg(root.root, work, "split.folds=3", f"split.fold={fold}"), quiet=True)
+        split = pd.read_csv(work / "split.csv")
+        assert sorted(split["aoi"]) == root.aois
+        vals += list(split.loc[split["split"] == "val", "aoi"])
+    assert sorted(vals) == root.aois  # each AOI is val in exactly one fold
+
+    first = pd.read_csv(work / "subset.csv")
+    prepare(prepare_cfg(root.root, work, "split.folds=3", "split.fold=2"), quiet=True)
+    pd.testing.assert_frame_equal(pd.read_csv(work / "subset.csv"), first)  # deterministic
+
+
+def test_cli_reports_a_user_error_in_one_line(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sn7.prepare",
+            f"data.root={tmp_path / 'missing'}",
+            f"data.work_dir={tmp_path / 'work'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"sn7 error: {tmp_path / 'missing'}: data root does not exist (set data.root=...)"
+    ]
+
+
+# --- crash safety -----------------------------------------------------------------------------
+
+
+def _check_cache_after_kill(work: Path, truth) -> int:
+    """Every mask PNG present is complete and right; temp files are recognisably temp.
+    Returns how many masks exist."""
+    expected = {f"{k}.png": t.mask for k, t in truth.tiles.items()}  # key = AOI/stem
+    n_masks = 0
+    for png in masks_dir(work).rglob("*.png"):
+        if png.name.startswith(TMP_MARK):
+            continue  # a write cut short; never read as a mask, removed by the next run
+        rel = png.relative_to(masks_dir(work)).as_posix()
+        assert rel in expected, f"unexpected file {rel} in the mask cache"
+        np.testing.assert_array_equal(read_png(png), expected[rel], err_msg=rel)
+        n_masks += 1
+    index = masks_dir(work) / "index.json"
+    if index.exists():
+        entries = json.loads(index.read_text())["entries"]  # never half-written
+        assert set(entries) <= set(truth.tiles)
+    if (work / "manifest.csv").exists():
+        masks = pd.read_csv(work / "manifest.csv")["mask"]
+        assert not masks.str.contains(TMP_MARK, regex=False).any()
+    return n_masks
+
+
+def _wait_for_first_mask(work: Path, since_ns: int, proc: subprocess.Popen) -> None:
+    """Block until the run has started writing masks, i.e. its build phase has begun."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        for png in masks_dir(work).glob("*/*.png"):  # a temp file left by a kill is older
+            try:
+                if png.stat().st_mtime_ns >= since_ns:
+                    return
+            except FileNotFoundError:  # renamed or removed meanwhile
+                pass
+        time.sleep(0.002)
+
+
+@pytest.mark.slow
+def test_prepare_survives_sigkill_at_random_moments(tmp_path):
+    """SIGKILL `python -m sn7.prepare` 20 times while it (re)builds 96 masks, then resume.
+
+    Kill moments are seeded-random within the build phase (which starts ~1 s after launch, once
+    Python has imported everything), so kills land while masks are being written: a PNG written
+    in place rather than renamed into place is caught in most runs.
+    """
+    truth = make_sn7_root(tmp_path / "root", aois=4, months=24, size=(384, 384), n_buildings=120)
+    work = tmp_path / "work"
+    labels = [p for p in truth.root.rglob("*_Buildings.geojson") if p.parent.name == "labels"]
+
+    def start(work_dir: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sn7.prepare",
+                f"data.root={truth.root}",
+                f"data.work_dir={work_dir}",
+                "data.workers=1",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    calibration = start(tmp_path / "calibration")
+    _, err = calibration.communicate(timeout=120)
+    assert calibration.returncode == 0, err
+    written = [p.stat().st_mtime_ns for p in masks_dir(tmp_path / "calibration").rglob("*.png")]
+    build_seconds = (max(written) - min(written)) / 1e9  # first mask to last
+
+    rng = random.Random(20)
+    cut_mid_build = 0
+    for round_ in range(20):
+        # make every mask stale, so that each run rewrites PNGs over existing ones
+        for path in labels:
+            st = path.stat()
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        started_ns = time.time_ns()
+        proc = start(work)
+        _wait_for_first_mask(work, started_ns, proc)
+        time.sleep(rng.uniform(0.0, build_seconds))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode in (-signal.SIGKILL, 0), round_
+        _check_cache_after_kill(work, truth)
+        pngs = [p for p in masks_dir(work).rglob("*.png") if not p.name.startswith(TMP_MARK)]
+        rewritten = sum(p.stat().st_mtime_ns >= started_ns for p in pngs)
+        cut_mid_build += 0 < rewritten < len(truth.tiles)
+    assert cut_mid_build >= 10, f"only {cut_mid_build} of 20 kills landed mid-build"
+
+    final = start(work)
+    _, err = final.communicate(timeout=120)
+    assert final.returncode == 0, err
+    assert _check_cache_after_kill(work, truth) == len(truth.tiles)
+    assert not list(masks_dir(work).rglob(f"{TMP_MARK}*"))
+    tiles = discover_tiles(truth.root)
+    index = MaskIndex(work)
+    assert verify_mask_cache(tiles, work, RasterizeSettings(), index, sample=len(tiles)) == {}
+    assert len(pd.read_csv(work / "manifest.csv")) == len(truth.tiles)
