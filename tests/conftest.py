@@ -69,3 +69,63 @@ def prepare_cfg() -> Callable[..., DictConfig]:
         )
 
     return make
+
+
+# Tiny settings that keep a training run to seconds even on an AVX2 CPU without bf16.
+TINY_TRAIN = [
+    "model.base=4",
+    "model.depth=2",
+    "data.crop_size=64",
+    "data.batch_size=4",
+    "data.val_batch_size=4",
+    "data.samples_per_epoch=8",
+    "data.num_workers=0",
+    "data.workers=1",
+    "trainer.max_epochs=1",
+    "trainer.precision=32-true",
+    "callbacks.rich_progress_bar=null",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture
+def train_cfg() -> Callable[..., DictConfig]:
+    """`train_cfg(root, run_dir, *overrides)`: the train config with TINY_TRAIN settings."""
+
+    def make(root: str | Path, run_dir: str | Path, *overrides: str) -> DictConfig:
+        run_dir = Path(run_dir)
+        return _compose(
+            "train",
+            [
+                f"data.root={root}",
+                f"data.work_dir={run_dir / 'work'}",
+                f"paths.run_dir={run_dir}",
+                *TINY_TRAIN,
+                *overrides,
+            ],
+        )
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, synthetic_root) -> Path:
+    """best.ckpt of a TinyUNet (base 4, depth 2) trained for 2 short epochs on `synthetic_root`.
+    Read-only: copy it before writing beside it (evaluate stores a threshold file there)."""
+    from sn7.train import train
+
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    cfg = _compose(
+        "train",
+        [
+            f"data.root={synthetic_root.root}",
+            f"data.work_dir={run_dir / 'work'}",
+            f"paths.run_dir={run_dir}",
+            *TINY_TRAIN,
+            "trainer.max_epochs=2",
+            "logger=csv",
+        ],
+    )
+    train(cfg)
+    return run_dir / "checkpoints" / "best.ckpt"

@@ -41,7 +41,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError("checkpoint not found", path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises a dozen types for a bad file; all mean "unreadable"
+    except Exception as exc:  # torch.load raises many types for a bad file; all mean "unreadable"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"not a readable PyTorch checkpoint (truncated?): {first}", path
