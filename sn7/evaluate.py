@@ -27,6 +27,7 @@ from sn7.data.layout import discover_tiles
 from sn7.data.raster_io import read_png
 from sn7.errors import ConfigError
 from sn7.inference.checkpoint import LoadedModel, load_model
+from sn7.inference.postprocess import clean_mask
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.tiles import read_tile
 from sn7.inference.vectorize import vectorize
@@ -112,13 +113,15 @@ def crop_counts(loaded, predictor, rows: pd.DataFrame, thresholds: list[float]) 
     return counts_from(metric)
 
 
-def evaluate(cfg: DictConfig) -> dict:
+def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict:
+    """Evaluate cfg.ckpt_path. `given`: config keys the user set explicitly (they win over the
+    checkpoint's training config; the CLI passes its command-line keys)."""
     configure_threads(cfg.get("threads"))
     ev = cfg.eval
     if ev.split not in ("train", "val", "all"):
         raise ConfigError(f"eval.split={ev.split!r} must be one of train, val, all")
     loaded = load_model(cfg.ckpt_path)
-    given = command_line_keys() | set(cfg.get("given_keys") or [])
+    given = set(given) | set(cfg.get("given_keys") or [])
     check_against_checkpoint(cfg, loaded, given)
     prep_cfg = data_config(cfg, loaded, given)
     prepared = prepare(prep_cfg, quiet=True)
@@ -165,7 +168,8 @@ def evaluate(cfg: DictConfig) -> dict:
     gallery = Gallery(out_dir / "gallery")
     for i, row in enumerate(rows.itertuples()):
         valid = masks[i] != IGNORE
-        preds = vectorize((probs[i] >= chosen["threshold"]) & valid, ev.min_area).polygons
+        pred = clean_mask((probs[i] >= chosen["threshold"]) & valid, **cfg.post)
+        preds = vectorize(pred, ev.min_area).polygons
         truths = truth_footprints(tiles[row.stem], infos[i], masks[i], ev.min_truth_area)
         counts = match_buildings(preds, truths, ev.iou_match)
         buildings += counts

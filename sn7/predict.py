@@ -23,6 +23,7 @@ from sn7.data.raster_io import write_geotiff
 from sn7.data.vector_io import area_m2, pixel_to_crs, write_geojson
 from sn7.errors import ConfigError, DataError, SN7Error
 from sn7.inference.checkpoint import LoadedModel, load_model
+from sn7.inference.postprocess import clean_mask
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.tiles import read_tile
 from sn7.inference.vectorize import vectorize
@@ -91,7 +92,7 @@ def predict_one(path: Path, loaded, predictor, threshold, cfg, out_dir: Path, ga
     tile_in = read_tile(path, loaded.spec)
     prob = predictor(loaded.spec.normalize(tile_in.pixels))
     valid = tile_in.valid
-    pred = (prob >= threshold) & valid
+    pred = clean_mask((prob >= threshold) & valid, **cfg.post)
     stem = path.stem
     if p.prob_dtype == "float32":
         write_geotiff(

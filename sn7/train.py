@@ -6,11 +6,13 @@ Returns the value of `cfg.optimized_metric` so Hydra sweepers (e.g. Optuna) can 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from sn7.errors import ConfigError
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
 from sn7.utils.config import to_container
@@ -57,10 +59,33 @@ def train(cfg: DictConfig) -> float | None:
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 
-    metric = trainer.callback_metrics.get(cfg.optimized_metric)
-    value = float(metric) if metric is not None else None
+    results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     ckpt = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
-    if ckpt is not None and ckpt.best_model_path:
-        log.info("best checkpoint: %s (%s)", ckpt.best_model_path, ckpt.best_model_score)
+    best = ckpt.best_model_path if ckpt is not None else ""
+    if best:
+        log.info("best checkpoint: %s (%s)", best, ckpt.best_model_score)
+    if cfg.evaluate_after_training and trainer.is_global_zero:
+        if not best:
+            raise ConfigError("evaluate_after_training needs the model_checkpoint callback")
+        results["eval/full_tile_iou"] = evaluate_checkpoint(cfg, best)
+    value = results.get(cfg.optimized_metric)
     log.info("%s = %s", cfg.optimized_metric, value)
     return value
+
+
+def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> float:
+    """Full-tile IoU of the val AOI(s): evaluate.py on `ckpt_path`, into <run_dir>/evaluate."""
+    from hydra import compose
+
+    from sn7.evaluate import evaluate
+
+    eval_cfg = compose(
+        "evaluate",
+        overrides=[
+            f"ckpt_path={ckpt_path}",
+            f"paths.run_dir={Path(cfg.paths.run_dir) / 'evaluate'}",
+            f"trainer.precision={cfg.trainer.precision}",
+            *cfg.eval_overrides,
+        ],
+    )
+    return evaluate(eval_cfg)["pixel"]["best"]["iou"]

@@ -47,6 +47,7 @@ class SlidingWindowPredictor:
         batch_size: int = 4,
         precision: str = "32-true",
         channels_last: bool = False,
+        tta: bool = False,
     ):
         if window <= 0 or overlap < 0 or overlap >= window:
             raise ConfigError(f"need 0 <= overlap < window, got window={window}, overlap={overlap}")
@@ -56,6 +57,7 @@ class SlidingWindowPredictor:
         self.window, self.overlap, self.batch_size = window, overlap, batch_size
         self.precision = precision
         self.channels_last = channels_last
+        self.tta = tta
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -70,11 +72,20 @@ class SlidingWindowPredictor:
 
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with autocast(self.precision):
-            logits = self.model(batch)
-        return torch.sigmoid(logits.float())[:, 0]
+        """(B, C, h, w) model input -> (B, h, w) probabilities; with `tta`, the mean over the
+        four flips (each prediction flipped back)."""
+        flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
+        total = None
+        for dims in flips:
+            x = batch.flip(dims) if dims else batch
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.precision):
+                logits = self.model(x)
+            prob = torch.sigmoid(logits.float())[:, 0]
+            prob = prob.flip(dims) if dims else prob
+            total = prob if total is None else total + prob
+        return total / len(flips)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """(C, H, W) float32 model input -> (H, W) float32 probabilities."""
@@ -105,4 +116,5 @@ def predictor_for(cfg, loaded) -> SlidingWindowPredictor:
         batch_size=cfg.infer.batch_size,
         precision=precision,
         channels_last=resolve_channels_last(cfg.channels_last, precision),
+        tta=bool(cfg.infer.get("tta", False)),
     )
