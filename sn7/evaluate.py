@@ -93,15 +93,34 @@ def data_config(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> DictCo
     return OmegaConf.create(merged)
 
 
-def truth_footprints(tile, info, mask: np.ndarray, min_area: float) -> list:
-    """True building polygons (pixel space) that lie mostly on valid pixels."""
-    geoms = [
-        g for g in load_footprints(tile.labels, tile.label_space, info).geoms if g.area >= min_area
-    ]
-    if geoms and (mask == IGNORE).any():
-        ignored = shapely.union_all(vectorize(mask == IGNORE).polygons)
-        geoms = [g for g in geoms if g.intersection(ignored).area <= 0.5 * g.area]
-    return geoms
+def truth_footprints(tile, info, min_area: float) -> list:
+    """True building polygons (pixel space) of at least `min_area` pixels."""
+    geoms = load_footprints(tile.labels, tile.label_space, info).geoms
+    return [g for g in geoms if g.area >= min_area]
+
+
+def scored_buildings(preds: list, truths: list, mask: np.ndarray) -> tuple[list, list]:
+    """The predicted and true buildings that building metrics compare, on valid pixels only.
+
+    A true building counts when at most half of it is ignored (alpha = 0, UDM), and only its
+    valid part: predictions are made on valid pixels, so a perfect one matches it with IoU 1.
+    A prediction lying mostly on a true building that does not count is not scored either,
+    else the visible sliver of a clouded building would be a false positive.
+    """
+    if not truths or not (mask == IGNORE).any():
+        return preds, truths
+    ignored = shapely.union_all(vectorize(mask == IGNORE).polygons)
+    kept, dropped = [], []
+    for g in truths:
+        hidden = g.intersection(ignored).area
+        if hidden > 0.5 * g.area:
+            dropped.append(g)
+        else:
+            kept.append(g.difference(ignored) if hidden > 0 else g)
+    if dropped:
+        off = shapely.union_all(dropped)
+        preds = [p for p in preds if p.intersection(off).area <= 0.5 * p.area]
+    return preds, kept
 
 
 def crop_counts(loaded, predictor, rows: pd.DataFrame, thresholds: list[float]) -> np.ndarray:
@@ -170,8 +189,8 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         valid = masks[i] != IGNORE
         pred = clean_mask((probs[i] >= chosen["threshold"]) & valid, **cfg.post)
         preds = vectorize(pred, ev.min_area).polygons
-        truths = truth_footprints(tiles[row.stem], infos[i], masks[i], ev.min_truth_area)
-        counts = match_buildings(preds, truths, ev.iou_match)
+        truths = truth_footprints(tiles[row.stem], infos[i], ev.min_truth_area)
+        counts = match_buildings(*scored_buildings(preds, truths, masks[i]), ev.iou_match)
         buildings += counts
         pix = sweep_rows([chosen["threshold"]], per_tile_counts[i][t_index : t_index + 1])[0]
         table.append(

@@ -82,7 +82,11 @@ def buildings_frame(components, prob, info, out_crs: str) -> gpd.GeoDataFrame:
         geometry=geoms,
         crs=info.crs,
     )
-    if out_crs != "image" and info.crs is not None:
+    if info.crs is None:
+        if out_crs != "image":
+            raise DataError(f"has no CRS, so buildings cannot be given in {out_crs}", info.path)
+        log.warning("%s has no CRS: building polygons are in pixel coordinates", info.path)
+    elif out_crs != "image":
         frame = frame.to_crs(out_crs)
     return frame
 

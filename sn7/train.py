@@ -88,4 +88,5 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> float:
             *cfg.eval_overrides,
         ],
     )
-    return evaluate(eval_cfg)["pixel"]["best"]["iou"]
+    given = {o.lstrip("+~").split("=", 1)[0] for o in cfg.eval_overrides}
+    return evaluate(eval_cfg, given=given)["pixel"]["best"]["iou"]

@@ -129,3 +129,91 @@ def tiny_checkpoint(tmp_path_factory, synthetic_root) -> Path:
     )
     train(cfg)
     return run_dir / "checkpoints" / "best.ckpt"
+
+
+# Input spec of conf/data/sn7.yaml with 64-px crops (the training-crop metric of small tiles).
+STUB_SPEC = {
+    "bands": [1, 2, 3, 4],
+    "mean": [0.33, 0.33, 0.27, 0.0],
+    "std": [0.17, 0.15, 0.14, 1.0],
+    "alpha_band": 4,
+    "crop_size": 64,
+}
+# Synthetic images draw building pixels with band 1 in [180, 235) and the rest in [40, 100) (or
+# 0 where alpha = 0); the stub model's logit is zero half-way between.
+_STUB_CUT = 140 / 255
+
+
+def _write_stub_checkpoint(path: str | Path, gain: float = 200.0, run_config=None) -> Path:
+    """Write an sn7 checkpoint of a 1x1 conv: p = sigmoid(gain * (band1/255 - 140/255)).
+
+    Pixelwise, so sliding windows cannot change its output. With the default gain its logits
+    are beyond +-30 on synthetic images, so in float32 p is 1.0 on buildings and < 1e-13
+    elsewhere: a perfect model whose mask is the synthetic truth at every threshold. A small
+    gain (e.g. 10) spreads p over (0, 1), for threshold tests.
+    """
+    import torch
+    from torch import nn
+
+    from sn7.lit.module import CHECKPOINT_FORMAT
+
+    model = nn.Conv2d(len(STUB_SPEC["bands"]), 1, kernel_size=1)
+    with torch.no_grad():
+        model.weight.zero_()
+        # the model sees z = (x/255 - mean) / std, so x/255 = z * std + mean
+        model.weight[0, 0, 0, 0] = gain * STUB_SPEC["std"][0]
+        model.bias.fill_(gain * (STUB_SPEC["mean"][0] - _STUB_CUT))
+    model_config = {
+        "_target_": "torch.nn.Conv2d",
+        "in_channels": len(STUB_SPEC["bands"]),
+        "out_channels": 1,
+        "kernel_size": 1,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "sn7_format": CHECKPOINT_FORMAT,
+            "hyper_parameters": {
+                "model": model_config,
+                "input_spec": STUB_SPEC,
+                "run_config": run_config or {},
+            },
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def stub_checkpoint() -> Callable[..., Path]:
+    """`stub_checkpoint(path, gain=200.0)`: write the checkpoint of a pixelwise model that
+    thresholds band 1; with the default gain it predicts synthetic truth masks exactly."""
+    return _write_stub_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_train_overrides() -> list[str]:
+    """TINY_TRAIN, for tests that build their own command line (a `train.py` subprocess)."""
+    return list(TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def session_train_cfg() -> Callable[..., DictConfig]:
+    """`train_cfg` for module- and session-scoped fixtures (one run shared by several tests)."""
+
+    def make(root: str | Path, run_dir: str | Path, *overrides: str) -> DictConfig:
+        run_dir = Path(run_dir)
+        return _compose(
+            "train",
+            [
+                f"data.root={root}",
+                f"data.work_dir={run_dir / 'work'}",
+                f"paths.run_dir={run_dir}",
+                *TINY_TRAIN,
+                *overrides,
+            ],
+        )
+
+    return make

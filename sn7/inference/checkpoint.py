@@ -37,6 +37,8 @@ class LoadedModel:
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError("is a folder; give the .ckpt file (e.g. checkpoints/best.ckpt)", path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path)
     try:

@@ -35,7 +35,8 @@ def counts_from(metric: BinaryPrecisionRecallCurve) -> np.ndarray:
 
 def scores(tp: float, fp: float, fn: float) -> dict[str, float]:
     """IoU, precision, recall, F1. With nothing predicted and nothing true every score is 1
-    (perfect agreement), never a division by zero."""
+    (perfect agreement), never a division by zero; otherwise a ratio whose denominator is 0
+    (precision with nothing predicted, recall with nothing true) is 0, as are IoU and F1."""
     if tp + fp + fn == 0:
         return {"iou": 1.0, "precision": 1.0, "recall": 1.0, "f1": 1.0}
     precision = tp / (tp + fp) if tp + fp else 0.0

@@ -1,0 +1,369 @@
+"""The evaluate stage (sn7.evaluate, evaluate.py): full-tile metrics of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from PIL import Image
+from rasterio import features
+from shapely.geometry import box
+
+from sn7.constants import IGNORE
+from sn7.data.raster_io import read_png
+from sn7.data.synthetic import aoi_name, make_sn7_root
+from sn7.errors import ConfigError
+from sn7.evaluate import check_against_checkpoint, evaluate, scored_buildings
+from sn7.inference.checkpoint import load_model
+from sn7.inference.sliding_window import predictor_for
+from sn7.inference.tiles import read_tile
+from sn7.metrics.buildings import match_buildings
+from sn7.metrics.pixel import scores, threshold_grid
+from sn7.models.tiny_unet import TinyUNet
+from sn7.prepare import load_prepared
+from sn7.train import train
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLIC = {"threshold", "iou", "precision", "recall", "f1"}
+
+
+def evaluate_cfg(*overrides: str) -> DictConfig:
+    """The evaluate config of a command line `evaluate.py OVERRIDES` (given_keys as the CLI
+    would record them), at fp32 so in-process and CLI runs compute the same numbers."""
+    overrides = ("trainer.precision=32-true", *overrides)
+    keys = sorted({o.lstrip("+~").split("=", 1)[0] for o in overrides})
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("evaluate", [*overrides, f"+given_keys=[{','.join(keys)}]"])
+
+
+def data_overrides(root: Path, tmp: Path) -> list[str]:
+    """Data root and a prepare cache inside the test's folder (never outputs/prepared)."""
+    return [f"data.root={root}", f"data.work_dir={tmp / 'work'}"]
+
+
+# --- a perfect model -----------------------------------------------------------------------------
+
+
+def mostly_visible(tile) -> int:
+    """How many true buildings of a synthetic tile have at most half their pixels ignored."""
+    n = 0
+    for building in tile.buildings:
+        inside = features.rasterize([(building, 1)], out_shape=tile.mask.shape).astype(bool)
+        n += (tile.mask[inside] == IGNORE).sum() <= 0.5 * inside.sum()
+    return int(n)
+
+
+def test_perfect_model_scores_one_end_to_end(tmp_path, synthetic_root, stub_checkpoint):
+    """Probabilities equal to the truth give pixel IoU 1 and building F1 1: through several
+    blended windows, on a month without buildings (no division by zero) and on months where
+    alpha = 0, a UDM raster and a cloud polygon hide parts of buildings."""
+    ckpt = stub_checkpoint(tmp_path / "stub.ckpt")
+    run = tmp_path / "run"
+    m = evaluate(
+        evaluate_cfg(
+            f"ckpt_path={ckpt}",
+            *data_overrides(synthetic_root.root, tmp_path),
+            f"paths.run_dir={run}",
+            "eval.split=all",
+            "eval.gallery=0",
+            "infer.window=48",
+            "infer.overlap=16",
+        )
+    )
+    assert m["n_tiles"] == len(synthetic_root.tiles) == 8
+    for row in m["pixel"]["sweep"]:
+        assert (row["iou"], row["precision"], row["recall"], row["f1"]) == (1.0, 1.0, 1.0, 1.0)
+    assert m["pixel"]["best"] == {"threshold": 0.05, **dict.fromkeys(PUBLIC - {"threshold"}, 1.0)}
+    assert m["crop"]["iou"] == 1.0
+    b = m["building"]
+    scored = {t.stem: mostly_visible(t) for t in synthetic_root.tiles.values()}
+    n = sum(scored.values())
+    assert n < sum(len(t.buildings) for t in synthetic_root.tiles.values())  # some are hidden
+    assert (b["tp"], b["fp"], b["fn"], b["matched_iou_0_25"]) == (n, 0, 0, n)
+    assert (b["precision"], b["recall"], b["f1"]) == (1.0, 1.0, 1.0)
+
+    per_tile = pd.read_csv(run / "per_tile.csv", dtype={"date": str}).set_index("stem")
+    assert per_tile["building_tp"].to_dict() == scored
+    assert (per_tile[["iou", "precision", "recall", "f1", "building_f1"]] == 1.0).all().all()
+    empty = per_tile.loc[per_tile["date"] == "2018-02"]
+    assert len(empty) == 2
+    assert (empty[["building_tp", "building_fp", "building_fn", "truth_frac"]] == 0).all().all()
+
+
+def test_hidden_buildings_and_their_visible_slivers_are_not_scored():
+    mask = np.zeros((20, 40), np.uint8)
+    mask[:, 20:] = IGNORE  # e.g. a cloud over the right half
+    visible = box(2, 2, 8, 8)
+    hidden = box(16, 2, 26, 8)  # 60 % under the cloud: not scored
+    half = box(14, 10, 24, 16)  # 40 % under the cloud: scored, on its visible part
+    sliver, background = box(16, 2, 20, 8), box(2, 12, 6, 16)  # predictions (valid pixels)
+    preds, truths = scored_buildings(
+        [visible, sliver, box(14, 10, 20, 16), background], [visible, hidden, half], mask
+    )
+    assert preds == [visible, box(14, 10, 20, 16), background]
+    assert len(truths) == 2
+    assert truths[0] == visible
+    assert truths[1].symmetric_difference(box(14, 10, 20, 16)).area == 0
+    counts = match_buildings(preds, truths)
+    assert (counts.tp, counts.fp, counts.fn) == (2, 1, 0)
+    no_ignore = np.zeros((20, 40), np.uint8)
+    assert scored_buildings([sliver], [hidden], no_ignore) == ([sliver], [hidden])
+
+
+# --- a real (tiny) model: one sweep shared by several tests ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, tiny_checkpoint, synthetic_root):
+    """evaluate.py on a copy of the tiny checkpoint, sweeping thresholds over its val AOI, in a
+    copy of the data it was trained on (so a run that fell back to the training root shows)."""
+    tmp = tmp_path_factory.mktemp("evaluate_sweep")
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp / "best.ckpt"))
+    root = Path(shutil.copytree(synthetic_root.root, tmp / "root"))
+    overrides = [*data_overrides(root, tmp), "eval.gallery=2"]
+    cfg = evaluate_cfg(f"ckpt_path={ckpt}", *overrides, f"paths.run_dir={tmp / 'run'}")
+    metrics = evaluate(cfg)
+    return {
+        "ckpt": ckpt,
+        "cfg": cfg,
+        "run": tmp / "run",
+        "metrics": metrics,
+        "tmp": tmp,
+        "root": root,
+    }
+
+
+def test_metrics_json_has_the_documented_keys(swept):
+    m = json.loads((swept["run"] / "metrics.json").read_text())
+    assert m == swept["metrics"]
+    assert {"checkpoint", "split", "n_tiles", "pixel", "building", "crop"} <= set(m)
+    assert m["checkpoint"] == str(swept["ckpt"].resolve())
+    assert m["data_root"] == str(swept["root"].resolve())
+    assert (m["split"], m["n_tiles"]) == ("val", 4)  # one val AOI x 4 months
+    assert {"best", "sweep"} <= set(m["pixel"])
+    assert set(m["pixel"]["best"]) == PUBLIC
+    assert len(m["pixel"]["sweep"]) == 19
+    assert all(set(row) == PUBLIC for row in m["pixel"]["sweep"])
+    assert [row["threshold"] for row in m["pixel"]["sweep"]] == threshold_grid()
+    building = {"threshold", "iou_match", "tp", "fp", "fn", "precision", "recall", "f1"}
+    assert building | {"matched_iou_0_25"} <= set(m["building"])
+    assert m["building"]["iou_match"] == 0.5
+    assert {"threshold", "iou"} <= set(m["crop"])
+    for value in [*m["pixel"]["best"].values(), m["crop"]["iou"]]:
+        assert isinstance(value, float) and 0.0 <= value <= 1.0
+    assert all(isinstance(m["building"][k], int) for k in ("tp", "fp", "fn", "matched_iou_0_25"))
+
+
+def test_best_threshold_is_the_sweep_maximum_and_is_used_everywhere(swept):
+    m = swept["metrics"]
+    best = m["pixel"]["best"]
+    ious = [row["iou"] for row in m["pixel"]["sweep"]]
+    assert best == m["pixel"]["sweep"][ious.index(max(ious))]
+    assert m["building"]["threshold"] == m["crop"]["threshold"] == best["threshold"]
+    stored = json.loads(swept["ckpt"].with_name("best.ckpt.eval.json").read_text())
+    assert stored["threshold"] == best["threshold"]
+    assert stored["iou"] == best["iou"]
+
+
+def test_pixel_metrics_pool_the_counts_of_every_tile(swept):
+    """Recount the best row with numpy on independently predicted val tiles: metrics pool
+    TP/FP/FN over tiles (not an average of per-tile IoUs) and skip ignored pixels."""
+    cfg, m = swept["cfg"], swept["metrics"]
+    loaded = load_model(swept["ckpt"])
+    predictor = predictor_for(cfg, loaded)
+    prepared = load_prepared(swept["tmp"] / "work")
+    threshold = m["pixel"]["best"]["threshold"]
+    tp = fp = fn = 0
+    for row in prepared.tiles("val").itertuples():
+        prob = predictor(loaded.spec.normalize(read_tile(row.image, loaded.spec).pixels))
+        truth = read_png(row.mask)
+        pred = prob >= np.float32(threshold)
+        tp += int((pred & (truth == 1)).sum())
+        fp += int((pred & (truth == 0)).sum())
+        fn += int((~pred & (truth == 1)).sum())
+    expected = scores(tp, fp, fn)
+    for key in ("iou", "precision", "recall", "f1"):
+        assert m["pixel"]["best"][key] == pytest.approx(expected[key], abs=1e-12)
+
+
+def test_report_files_are_written(swept):
+    run, m = swept["run"], swept["metrics"]
+    md = (run / "metrics.md").read_text()
+    assert md.startswith("# Evaluation: best.ckpt")
+    assert f"{m['pixel']['best']['iou']:.4f}" in md
+    assert md.count("\n| 0.") >= 19  # the sweep table
+    per_tile = pd.read_csv(run / "per_tile.csv")
+    assert len(per_tile) == m["n_tiles"]
+    assert {"stem", "iou", "building_tp", "building_fp", "building_fn"} <= set(per_tile.columns)
+    assert per_tile["building_tp"].sum() == m["building"]["tp"]
+    assert per_tile["building_fn"].sum() == m["building"]["fn"]
+    for png in [run / "pr_curve.png", run / "gallery" / "index.png"]:
+        with Image.open(png) as img:
+            assert img.format == "PNG" and min(img.size) > 100
+    assert len(list((run / "gallery").glob("*.png"))) == 2 + 1  # eval.gallery=2 + index
+
+
+@pytest.mark.slow
+def test_fixed_threshold_multirun_rows_equal_the_sweep_rows(swept):
+    sweep_dir = swept["tmp"] / "multirun"
+    eval_json = swept["ckpt"].with_name("best.ckpt.eval.json")
+    before = eval_json.read_text()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "evaluate.py",
+            "-m",
+            f"ckpt_path={swept['ckpt']}",
+            "eval.threshold=0.3,0.5",
+            *data_overrides(swept["root"], swept["tmp"]),
+            "trainer.precision=32-true",
+            "eval.gallery=0",
+            "eval.crop_metrics=false",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
+    assert len(jobs) == 2
+    sweep = {row["threshold"]: row for row in swept["metrics"]["pixel"]["sweep"]}
+    assert sorted(job["pixel"]["best"]["threshold"] for job in jobs) == [0.3, 0.5]
+    for job in jobs:
+        fixed = job["pixel"]["best"]
+        assert fixed == sweep[fixed["threshold"]]
+        assert job["building"]["threshold"] == fixed["threshold"]
+        assert job["n_tiles"] == swept["metrics"]["n_tiles"]
+        assert job["data_root"] == str(swept["root"].resolve())  # command line > checkpoint
+    assert eval_json.read_text() == before  # a fixed threshold never replaces the stored one
+
+
+# --- which data, which model ---------------------------------------------------------------------
+
+
+def test_split_all_on_a_second_root(tmp_path, tiny_checkpoint):
+    """The checkpoint was trained on synthetic_root; another root with other AOIs and an odd tile
+    size evaluates with eval.split=all (every image, no split)."""
+    aois = [aoi_name(1400, 3200), aoi_name(1403, 3201), aoi_name(1406, 3202)]
+    root = make_sn7_root(tmp_path / "second", aois=aois, months=2, size=(72, 90), n_buildings=5)
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "best.ckpt"))
+    m = evaluate(
+        evaluate_cfg(
+            f"ckpt_path={ckpt}",
+            *data_overrides(root.root, tmp_path),
+            f"paths.run_dir={tmp_path / 'run'}",
+            "eval.split=all",
+            "eval.gallery=1",
+        )
+    )
+    assert m["split"] == "all" and m["n_tiles"] == 6
+    assert m["data_root"] == str(root.root.resolve())
+    assert m["aois"] == sorted(aois)
+    per_tile = pd.read_csv(tmp_path / "run" / "per_tile.csv")
+    assert sorted(per_tile["stem"]) == sorted(t.stem for t in root.tiles.values())
+    assert m["building"]["tp"] + m["building"]["fn"] == sum(
+        len(t.buildings) for t in root.tiles.values()
+    )
+
+
+def test_checkpoint_trained_with_base_8_evaluates_without_model_options(tmp_path, train_cfg):
+    root = make_sn7_root(tmp_path / "root", aois=2, months=2, size=(64, 64), n_buildings=4)
+    train(train_cfg(root.root, tmp_path / "train", "model.base=8", "logger=none"))
+    ckpt = tmp_path / "train" / "checkpoints" / "best.ckpt"
+    m = evaluate(
+        evaluate_cfg(
+            f"ckpt_path={ckpt}",
+            f"paths.run_dir={tmp_path / 'eval'}",
+            "eval.gallery=0",
+            "eval.crop_metrics=false",
+        )
+    )
+    assert m["model"]["base"] == 8 and m["model"]["depth"] == 2
+    assert m["data_root"] == str(root.root.resolve())  # the data root it was trained on
+    assert m["n_tiles"] == 2  # its val AOI
+
+
+def test_an_override_that_contradicts_the_checkpoint_is_an_error(tmp_path, tiny_checkpoint):
+    ckpt = Path(shutil.copy(tiny_checkpoint, tmp_path / "best.ckpt"))
+    cfg = evaluate_cfg(f"ckpt_path={ckpt}", "model.base=8", f"paths.run_dir={tmp_path / 'run'}")
+    with pytest.raises(ConfigError) as exc:
+        evaluate(cfg)
+    message = str(exc.value)
+    assert "contradict the checkpoint" in message
+    assert "model.base=8 (checkpoint: 4)" in message
+    assert str(ckpt) in message
+    assert not (tmp_path / "run").exists()  # nothing evaluated
+
+    loaded = load_model(ckpt)
+    agreeing = evaluate_cfg(f"ckpt_path={ckpt}", "model.base=4", "model.depth=2")
+    check_against_checkpoint(agreeing, loaded, {"model.base", "model.depth"})  # no error
+    bands = evaluate_cfg(f"ckpt_path={ckpt}", "data.bands=[1,2,3]")
+    with pytest.raises(
+        ConfigError, match=r"data\.bands=\[1, 2, 3\] \(checkpoint: \[1, 2, 3, 4\]\)"
+    ):
+        check_against_checkpoint(bands, loaded, {"data.bands"})
+
+
+def test_bad_split_name(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("eval.split='test'")):
+        evaluate(evaluate_cfg(f"ckpt_path={tmp_path / 'x.ckpt'}", "eval.split=test"))
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+
+
+def _bad_checkpoints(folder: Path, tiny_checkpoint: Path) -> dict[str, tuple[Path, str]]:
+    folder.mkdir()
+    truncated = folder / "truncated.ckpt"
+    data = tiny_checkpoint.read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    text = folder / "readme.ckpt"
+    text.write_text("this is not a checkpoint\n")
+    foreign = folder / "foreign.ckpt"
+    torch.save({"state_dict": TinyUNet(4, 4, 2).state_dict(), "epoch": 1}, foreign)
+    return {
+        "missing": (folder / "missing.ckpt", "checkpoint not found"),
+        "truncated": (truncated, "not a readable PyTorch checkpoint (truncated?)"),
+        "not a checkpoint": (text, "not a readable PyTorch checkpoint"),
+        "not sn7": (foreign, "not an sn7 checkpoint"),
+    }
+
+
+@pytest.mark.slow
+def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_checkpoint):
+    cases = _bad_checkpoints(tmp_path / "ckpts", tiny_checkpoint)
+    procs = {  # started together: each spends seconds importing torch
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "evaluate.py",
+                f"ckpt_path={path}",
+                f"hydra.run.dir={tmp_path / 'run' / name.replace(' ', '_')}",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, (path, _) in cases.items()
+    }
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=300)
+        path, message = cases[name]
+        assert proc.returncode != 0, name
+        assert "Traceback" not in err, err
+        lines = err.strip().splitlines()
+        assert lines[-1].startswith(f"sn7 error: {path}: {message}"), (name, err)
+        assert len([line for line in lines if line.startswith("sn7 error:")]) == 1
