@@ -83,6 +83,7 @@ TINY_TRAIN = [
     "data.workers=1",
     "trainer.max_epochs=1",
     "trainer.precision=32-true",
+    "threads=1",  # tiny models run faster on one thread, and the machine may be shared
     "callbacks.rich_progress_bar=null",
     "+trainer.enable_progress_bar=false",
     "+trainer.enable_model_summary=false",
@@ -217,3 +218,16 @@ def session_train_cfg() -> Callable[..., DictConfig]:
         )
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test on one torch thread, then restore the count. On a shared 2-core machine two
+    OpenMP threads make a tiny training step up to ~8x slower whenever another job runs; tests
+    that call train() pass `threads=1` for the same reason."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

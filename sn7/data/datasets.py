@@ -74,7 +74,11 @@ class _TileCrops(Dataset):
 
 
 class RandomCropDataset(_TileCrops):
-    """Random training crops; `pos_fraction` of them centred (with jitter) on a building pixel."""
+    """Random training crops; `pos_fraction` of them centred (with jitter) on a building pixel.
+
+    `fixed=True` makes a crop (and its augmentation) a function of its index alone, so every
+    epoch sees the same crops: what Lightning's `overfit_batches` expects of a dataset.
+    """
 
     def __init__(
         self,
@@ -85,9 +89,11 @@ class RandomCropDataset(_TileCrops):
         pos_fraction: float = 0.5,
         augment: Callable | None = None,
         seed: int = 0,
+        fixed: bool = False,
     ):
         super().__init__(rows, spec, crop_size)
         self.length = int(length)
+        self.fixed = bool(fixed)
         self.pos_fraction = float(pos_fraction)
         self.augment = augment
         self.seed = seed
@@ -113,11 +119,19 @@ class RandomCropDataset(_TileCrops):
                 self.augment.set_seed(int(seed))
         return self._rng
 
+    def _rng_for(self, index: int) -> np.random.Generator:
+        if not self.fixed:
+            return self.rng
+        rng = np.random.default_rng([self.seed, index])
+        if self.augment is not None:
+            self.augment.set_seed(int(rng.integers(2**31)))
+        return rng
+
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
-        rng, s = self.rng, self.crop
+        rng, s = self._rng_for(index), self.crop
         if self.tiles_with_positives and rng.random() < self.pos_fraction:
             tile = int(rng.choice(self.tiles_with_positives))
             flat = int(rng.choice(self.positives[tile]))

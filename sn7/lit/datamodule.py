@@ -16,11 +16,11 @@ from sn7.utils.config import to_container
 
 
 def one_thread_worker(worker_id: int) -> None:
-    """DataLoader workers get one thread each: on 2 cores, more would starve the training step."""
-    import cv2
+    """DataLoader workers get one thread each: on 2 cores, more would starve the training step.
 
+    OpenCV's limit is set in the parent instead (see `_loader`): cv2.setNumThreads in a forked
+    worker deadlocks when the parent has already used OpenCV's thread pool."""
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 class SN7DataModule(pl.LightningDataModule):
@@ -55,6 +55,9 @@ class SN7DataModule(pl.LightningDataModule):
         if not 0.0 <= data.pos_fraction <= 1.0:
             raise ConfigError(f"data.pos_fraction={data.pos_fraction} must be in [0, 1]")
         augment = build_augment(self.cfg.augment, self.spec.alpha_channel, self.spec.in_channels)
+        # Lightning's overfit_batches repeats the first batches every epoch; random crops must then
+        # depend on their index alone, or each epoch would bring new crops and nothing to overfit.
+        overfit = self.trainer is not None and bool(self.trainer.overfit_batches)
         self.train_set = RandomCropDataset(
             train_rows,
             self.spec,
@@ -63,11 +66,18 @@ class SN7DataModule(pl.LightningDataModule):
             pos_fraction=data.pos_fraction,
             augment=augment,
             seed=self.cfg.seed,
+            fixed=overfit,
         )
         self.val_set = GridCropDataset(val_rows, self.spec, data.crop_size)
 
     def _loader(self, dataset, batch_size: int, train: bool) -> DataLoader:
         workers = int(self.cfg.data.num_workers)
+        if workers > 0:
+            import cv2
+
+            # inherited by the forked workers; the main process does no OpenCV work while
+            # workers augment
+            cv2.setNumThreads(1)
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -1,0 +1,396 @@
+"""The train stage (sn7.train, train.py): every config composes and builds, every loss runs, a
+checkpoint rebuilds its model and resumes, the loggers record what the issue asks for, multirun
+and DDP work."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from sn7.inference.checkpoint import load_model
+from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
+from sn7.models.losses import SegmentationLoss
+from sn7.models.tiny_unet import TinyUNet
+from sn7.train import instantiate_group, train
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+# groups of conf/train.yaml's defaults list; `hydra` is Hydra's own
+GROUPS = [
+    next(iter(entry))
+    for entry in OmegaConf.load(CONF / "train.yaml").defaults
+    if not isinstance(entry, str) and next(iter(entry)) != "hydra"
+]
+CHOICES = [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+LOSSES = sorted(p.stem for p in (CONF / "loss").glob("*.yaml"))
+SKIP = ("defaults", "hydra")  # keys of a global config file that are not job values
+NORM = ["data.mean=[0.31,0.32,0.33,0.0]", "data.std=[0.2,0.21,0.22,1.0]"]
+ONE_THREAD = "threads=1"  # see the one_torch_thread fixture
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture
+def tiny_cfg(train_cfg):
+    """train_cfg (TINY_TRAIN settings) on one torch thread."""
+    return lambda root, run_dir, *overrides: train_cfg(root, run_dir, ONE_THREAD, *overrides)
+
+
+def ckpt_of(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def model_checkpoint_state(ckpt: dict) -> dict:
+    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    return state
+
+
+# --- composition ------------------------------------------------------------------------------
+
+
+def test_every_group_of_the_defaults_list_has_choices():
+    assert {"data", "model", "loss", "optimizer", "scheduler", "trainer", "logger"} <= set(GROUPS)
+    assert {"experiment", "debug", "callbacks", "augment"} <= set(GROUPS)
+    for group in ("loss", "trainer", "logger", "scheduler", "experiment"):
+        assert sum(g == group for g, _ in CHOICES) >= 3, group
+
+
+@pytest.mark.parametrize(("group", "choice"), CHOICES, ids=[f"{g}={c}" for g, c in CHOICES])
+def test_every_choice_composes_and_builds(tmp_path, group, choice):
+    """Compose `group=choice` as the CLI would and build everything the train stage builds from
+    it (trainers only for CPU choices: gpu/ddp need hardware, they are composed only)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(
+            "train",
+            [f"{group}={choice}", f"paths.run_dir={tmp_path}"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.runtime.choices[group] == choice
+    choice_cfg = OmegaConf.load(CONF / group / f"{choice}.yaml")
+    if "# @package _global_" in (CONF / group / f"{choice}.yaml").read_text():
+        assert_global_values_applied(cfg, choice_cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.resolve(cfg)  # every interpolation resolves
+
+    model = instantiate(cfg.model)
+    assert isinstance(model, TinyUNet) and model.encoders[0][0].in_channels == len(cfg.data.bands)
+    assert isinstance(instantiate(cfg.loss), SegmentationLoss)
+    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    if cfg.scheduler and cfg.scheduler.get("scheduler"):
+        scheduler = instantiate(cfg.scheduler.scheduler)(
+            optimizer, **{cfg.scheduler.total_steps_arg: 10}
+        )
+        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    for entry in instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("logger")):
+        assert entry is not None
+    if cfg.trainer.accelerator == "cpu":
+        trainer = instantiate(cfg.trainer, precision="32-true", logger=False)
+        assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
+    else:
+        assert group == "trainer" and cfg.trainer.accelerator == "gpu"
+
+
+def assert_global_values_applied(cfg, choice_cfg) -> None:
+    """An `@package _global_` file (experiment, debug, ...) really lands at the top level."""
+    for override in choice_cfg.get("defaults", []):
+        if isinstance(override, str):
+            continue
+        ((key, value),) = override.items()
+        if key.startswith("override /") and key != "override /hydra/sweeper":
+            assert cfg.hydra.runtime.choices[key.removeprefix("override /")] == value, key
+    values = OmegaConf.masked_copy(choice_cfg, [k for k in choice_cfg if k not in SKIP])
+    for key in leaf_keys(OmegaConf.to_container(values)):
+        expected = OmegaConf.select(values, key)
+        assert OmegaConf.select(cfg, key) == expected, key
+
+
+def leaf_keys(node, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix]
+    return [k for key, value in node.items() for k in leaf_keys(value, f"{prefix}{key}.")]
+
+
+def test_trainer_choices_for_gpus_and_ddp(compose_config):
+    gpu = compose_config("train", ["trainer=gpu"]).trainer
+    assert (gpu.accelerator, gpu.devices) == ("gpu", 1)
+    ddp = compose_config("train", ["trainer=ddp"]).trainer
+    assert (ddp.accelerator, ddp.strategy, ddp.sync_batchnorm) == ("gpu", "ddp", True)
+    sim = compose_config("train", ["trainer=ddp_sim"]).trainer
+    assert (sim.accelerator, sim.devices, sim.precision) == ("cpu", 2, "32-true")
+    assert sim.strategy.process_group_backend == "gloo" and sim.strategy.start_method == "spawn"
+
+
+# --- short runs -------------------------------------------------------------------------------
+
+RUNS = [  # every loss, and between them every scheduler
+    ("bce", "none"),
+    ("dice", "onecycle"),
+    ("bce_dice", "cosine"),
+    ("focal", "onecycle"),
+    ("focal_dice", "none"),
+]
+
+
+def test_short_runs_cover_every_loss_and_scheduler():
+    assert sorted({loss for loss, _ in RUNS}) == LOSSES
+    schedulers = {p.stem for p in (CONF / "scheduler").glob("*.yaml")}
+    assert {s for _, s in RUNS} == schedulers
+
+
+@pytest.mark.parametrize(("loss", "scheduler"), RUNS)
+def test_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, loss, scheduler):
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "debug=fast_dev_run",
+        f"loss={loss}",
+        f"scheduler={scheduler}",
+    )
+    value = train(cfg)
+    assert value is not None and 0.0 <= value <= 1.0  # val/best_iou
+    # fast_dev_run logs nothing and saves no best model (Lightning still writes last.ckpt)
+    assert not (tmp_path / "tensorboard").exists()
+    assert not (tmp_path / "checkpoints" / "best.ckpt").exists()
+
+
+def test_overfit_repeats_the_same_batch(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
+    """debug=overfit must show the model one batch again and again (random crops otherwise)."""
+    seen: dict[int, list] = {}
+    original = SegmentationTask.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.setdefault(self.current_epoch, []).append(
+            (batch["tile"].tolist(), batch["window"].tolist())
+        )
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SegmentationTask, "training_step", recording)
+    common = ["trainer.max_epochs=3", "logger=none", "augment=none"]
+    train(tiny_cfg(synthetic_root.root, tmp_path / "overfit", "debug=overfit", *common))
+    assert sorted(seen) == [0, 1, 2]
+    assert all(len(batches) == 1 for batches in seen.values())  # overfit_batches: 1
+    assert seen[0] == seen[1] == seen[2]
+
+    seen.clear()  # without debug=overfit every epoch draws new crops
+    train(
+        tiny_cfg(synthetic_root.root, tmp_path / "plain", "trainer.limit_train_batches=1", *common)
+    )
+    assert seen[0] != seen[1] != seen[2]
+
+
+# --- one logged run, its checkpoints and a resume ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tb_run(synthetic_root, session_train_cfg, tmp_path_factory):
+    """One epoch with the default logger (TensorBoard) and callbacks, model.base=8."""
+    run_dir = tmp_path_factory.mktemp("tb_run")
+    cfg = session_train_cfg(synthetic_root.root, run_dir, ONE_THREAD, "model.base=8", *NORM)
+    value = train(cfg)
+    return run_dir, cfg, value
+
+
+def test_tensorboard_has_losses_metrics_panel_and_pr_curve(tb_run):
+    run_dir, cfg, _ = tb_run
+    events = EventAccumulator(
+        str(run_dir / "tensorboard"), size_guidance={"images": 0, "tensors": 0, "scalars": 0}
+    )
+    events.Reload()
+    tags = events.Tags()
+    for tag in ["train/loss", "val/loss", "val/iou", "val/precision", "val/recall", "val/f1"]:
+        assert tag in tags["scalars"], tag
+        assert all(math.isfinite(e.value) for e in events.Scalars(tag))
+    assert "val/best_iou" in tags["scalars"] and "hp/val_best_iou" in tags["scalars"]
+    steps = [e.step for e in events.Scalars("train/loss")]
+    assert steps == [0, 1]  # 8 crops / batch 4, logged every step
+
+    (panel,) = events.Images("val/panel")
+    k = min(4, cfg.data.val_batch_size)
+    assert (panel.height, panel.width) == (k * 64, 4 * 64 + 3 * 4)  # image|truth|prob|errors
+
+    assert "val/pr_curve" in tags["tensors"]
+    assert events.SummaryMetadata("val/pr_curve").plugin_data.plugin_name == "pr_curves"
+    (curve,) = events.Tensors("val/pr_curve")
+    data = torch.tensor(list(curve.tensor_proto.float_val)).reshape(6, -1)
+    tp, fp, tn, fn, precision, recall = data
+    assert data.shape[1] == 19  # thresholds 0.05 .. 0.95
+    assert ((precision >= 0) & (precision <= 1) & (recall >= 0) & (recall <= 1)).all()
+    assert (tp[:-1] >= tp[1:]).all() and (fp[:-1] >= fp[1:]).all()  # thresholds ascend
+    total = tp + fp + tn + fn
+    assert (total == total[0]).all() and total[0] > 0
+
+
+def test_checkpoint_hparams_describe_model_and_input(tb_run):
+    run_dir, cfg, _ = tb_run
+    for name in ("best.ckpt", "last.ckpt"):
+        ckpt = ckpt_of(run_dir / "checkpoints" / name)
+        assert ckpt["sn7_format"] == CHECKPOINT_FORMAT
+        hp = ckpt["hyper_parameters"]
+        assert hp["model"] == {
+            "_target_": "sn7.models.tiny_unet.TinyUNet",
+            "in_ch": 4,
+            "base": 8,
+            "depth": 2,
+        }
+        assert hp["input_spec"] == {
+            "bands": [1, 2, 3, 4],
+            "mean": [0.31, 0.32, 0.33, 0.0],
+            "std": [0.2, 0.21, 0.22, 1.0],
+            "alpha_band": 4,
+            "crop_size": 64,
+        }
+        assert hp["loss"]["_target_"] == "sn7.models.losses.SegmentationLoss"
+        assert hp["run_config"]["data"]["root"] == str(cfg.data.root)
+    loaded = load_model(run_dir / "checkpoints" / "best.ckpt")  # what evaluate/predict do
+    assert isinstance(loaded.model, TinyUNet)
+    assert loaded.model.head.in_channels == 8
+    assert loaded.spec.mean == (0.31, 0.32, 0.33, 0.0)
+
+
+def test_train_returns_the_optimized_metric(tb_run):
+    run_dir, cfg, value = tb_run
+    assert cfg.optimized_metric == "val/best_iou"
+    best = model_checkpoint_state(ckpt_of(run_dir / "checkpoints" / "best.ckpt"))
+    assert value == pytest.approx(float(best["best_model_score"]))  # one epoch: best = last
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert value == pytest.approx(events.Scalars("val/best_iou")[-1].value)
+
+
+@pytest.mark.filterwarnings("ignore:The dirpath has changed")  # resumed into a new run dir
+def test_resume_continues_epochs_steps_and_optimizer_state(
+    tb_run, synthetic_root, tiny_cfg, tmp_path, monkeypatch
+):
+    run_dir, _, _ = tb_run
+    last = run_dir / "checkpoints" / "last.ckpt"
+    before = ckpt_of(last)
+    assert (before["epoch"], before["global_step"]) == (0, 2)
+
+    restored = {}
+    original = SegmentationTask.on_train_start
+
+    def capture(self):  # runs after Lightning restored the checkpoint's training state
+        restored["optimizer"] = copy.deepcopy(self.trainer.optimizers[0].state_dict())
+        restored["epoch"], restored["step"] = self.current_epoch, self.global_step
+        return original(self)
+
+    monkeypatch.setattr(SegmentationTask, "on_train_start", capture)
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "model.base=8",
+        *NORM,
+        f"ckpt_path={last}",
+        "trainer.max_epochs=2",
+        "logger=csv",
+    )
+    value = train(cfg)
+    assert value is not None
+
+    assert (restored["epoch"], restored["step"]) == (1, 2)
+    saved = before["optimizer_states"][0]["state"]
+    assert restored["optimizer"]["state"].keys() == saved.keys()
+    for key, state in saved.items():
+        for name in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(restored["optimizer"]["state"][key][name], state[name])
+
+    after = ckpt_of(tmp_path / "checkpoints" / "last.ckpt")
+    assert (after["epoch"], after["global_step"]) == (1, 4)
+    assert all(int(s["step"]) == 4 for s in after["optimizer_states"][0]["state"].values())
+    assert after["lr_schedulers"][0]["last_epoch"] == 4
+
+    metrics = pd.read_csv(tmp_path / "csv" / "metrics.csv")  # logger=csv works too
+    for column in ["train/loss", "val/iou", "val/precision", "val/recall", "val/f1"]:
+        assert metrics[column].notna().any(), column
+    assert set(metrics["epoch"].dropna()) == {1}  # epoch 0 was not trained again
+    assert sorted(metrics.loc[metrics["train/loss"].notna(), "step"]) == [2, 3]
+
+
+def load_entry_point():
+    """train.py as a module; `main.__wrapped__` is main() without Hydra's decorator."""
+    spec = importlib.util.spec_from_file_location("sn7_train_entry", REPO / "train.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    return entry
+
+
+def test_entry_point_returns_the_metric_without_a_logger(synthetic_root, tiny_cfg, tmp_path):
+    """train.py's main() hands back cfg.optimized_metric (what a sweeper optimises); logger=none
+    trains and checkpoints without writing any log."""
+    entry = load_entry_point()
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "logger=none",
+        "optimized_metric=val/loss",
+        "callbacks.model_checkpoint.monitor=val/loss",
+        "callbacks.model_checkpoint.mode=min",
+    )
+    value = entry.main.__wrapped__(cfg)
+    best = model_checkpoint_state(ckpt_of(tmp_path / "checkpoints" / "best.ckpt"))
+    assert value == pytest.approx(float(best["best_model_score"]))
+    assert value > 0.05  # a loss, not an IoU
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "csv").exists()
+
+
+def test_entry_point_reports_user_errors_in_one_line(tiny_cfg, tmp_path, capsys):
+    entry = load_entry_point()
+    cfg = tiny_cfg(tmp_path / "no_such_root", tmp_path / "run")
+    with pytest.raises(SystemExit) as exc:
+        entry.main.__wrapped__(cfg)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sn7 error:") and "no_such_root" in err[0]
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def test_multirun_runs_every_job(synthetic_root, tiny_train_overrides, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = [o for o in tiny_train_overrides if not o.startswith("model.base=")]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "model.base=4,8",
+        f"hydra.sweep.dir={sweep}",
+        f"data.root={synthetic_root.root}",
+        f"data.work_dir={tmp_path / 'work'}",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+        *overrides,
+        ONE_THREAD,
+        "logger=csv",
+        "trainer.limit_val_batches=1",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for job, base in ((0, 4), (1, 8)):
+        job_dir = sweep / str(job)
+        ckpt = ckpt_of(job_dir / "checkpoints" / "last.ckpt")
+        assert ckpt["hyper_parameters"]["model"]["base"] == base
+        assert (job_dir / "csv" / "metrics.csv").is_file()
+        assert (job_dir / ".hydra" / "overrides.yaml").is_file()
+    assert not (tmp_path / "outputs").exists()  # nothing outside the sweep dir and work dir
+
+
+@pytest.mark.slow
+def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path):
+    """Two CPU processes over gloo, spawned: the DDP code paths (metric sync, rank-0 logging)."""
+    cfg = tiny_cfg(synthetic_root.root, tmp_path, "trainer=ddp_sim", "debug=fast_dev_run")
+    value = train(cfg)
+    assert value is not None and 0.0 <= value <= 1.0
