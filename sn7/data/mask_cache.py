@@ -7,6 +7,7 @@ PNGs and the index are written atomically: a killed run leaves the previous stat
 
 from __future__ import annotations
 
+import gc
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -98,10 +99,18 @@ class MaskIndex:
 def _build_one(tile: Tile, png: Path, settings: RasterizeSettings) -> tuple[str, dict | str]:
     """Worker: rasterize and write one mask; returns (key, entry) or (key, error message)."""
     sources = _fingerprint(tile)  # taken before reading, so a file edited meanwhile is redone
+    # json.loads of a large GeoJSON allocates millions of (acyclic) objects; with torch and
+    # Lightning imported, the cyclic GC re-walks their heap on every collection and one tile
+    # takes 2x longer (benchmarks/bench_prepare.py). Nothing here makes cycles: pause the GC.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         result = rasterize_tile(tile, settings)
     except SN7Error as exc:
         return tile.key, str(exc)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     write_png(png, result.mask)
     stats = {
         "height": int(result.mask.shape[0]),
