@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from sn7.checks import check_eval, check_infer
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
 from sn7.data.footprints import load_footprints
@@ -137,8 +138,8 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     checkpoint's training config; the CLI passes its command-line keys)."""
     configure_threads(cfg.get("threads"))
     ev = cfg.eval
-    if ev.split not in ("train", "val", "all"):
-        raise ConfigError(f"eval.split={ev.split!r} must be one of train, val, all")
+    check_eval(ev)
+    check_infer(cfg.infer)
     loaded = load_model(cfg.ckpt_path)
     given = set(given) | set(cfg.get("given_keys") or [])
     check_against_checkpoint(cfg, loaded, given)

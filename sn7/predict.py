@@ -16,12 +16,13 @@ import geopandas as gpd
 import numpy as np
 from omegaconf import DictConfig
 
+from sn7.checks import check_infer, check_predict
 from sn7.constants import IGNORE
 from sn7.data.layout import tile_of_image
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import write_geotiff
 from sn7.data.vector_io import area_m2, pixel_to_crs, write_geojson
-from sn7.errors import ConfigError, DataError, SN7Error
+from sn7.errors import DataError, SN7Error
 from sn7.inference.checkpoint import LoadedModel, load_model
 from sn7.inference.postprocess import clean_mask
 from sn7.inference.sliding_window import predictor_for
@@ -54,10 +55,7 @@ def list_inputs(spec: str) -> list[Path]:
 
 def resolve_threshold(value, loaded: LoadedModel) -> float:
     if value != "auto":
-        threshold = float(value)
-        if not 0.0 < threshold < 1.0:
-            raise ConfigError(f"predict.threshold={value} must be 'auto' or in (0, 1)")
-        return threshold
+        return float(value)
     if loaded.threshold_file.is_file():
         stored = json.loads(loaded.threshold_file.read_text())
         log.info("threshold %.2f from %s", stored["threshold"], loaded.threshold_file)
@@ -127,8 +125,8 @@ def predict_one(path: Path, loaded, predictor, threshold, cfg, out_dir: Path, ga
 def predict(cfg: DictConfig) -> list[dict]:
     configure_threads(cfg.get("threads"))
     p = cfg.predict
-    if p.prob_dtype not in ("uint8", "float32"):
-        raise ConfigError(f"predict.prob_dtype={p.prob_dtype!r} must be uint8 or float32")
+    check_predict(p)
+    check_infer(cfg.infer)
     loaded = load_model(cfg.ckpt_path)
     inputs = list_inputs(str(cfg.input))
     threshold = resolve_threshold(p.threshold, loaded)

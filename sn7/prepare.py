@@ -14,6 +14,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig
 
+from sn7.checks import EVAL_SPLITS, check_data
 from sn7.data.layout import discover_tiles
 from sn7.data.manifest import COLUMNS, build_manifest, read_csv, write_csv
 from sn7.data.mask_cache import CacheReport, build_mask_cache, mask_path, verify_mask_cache
@@ -25,8 +26,6 @@ from sn7.utils.atomic import exclusive_lock, write_json_atomic
 from sn7.utils.cli import run_stage
 from sn7.utils.config import available_cores
 from sn7.utils.console import console, print_table, progress_bar
-
-ON_ERROR = ("fail", "skip")
 
 
 @dataclass
@@ -43,8 +42,8 @@ class Prepared:
         """Subset rows of `split` ("train" or "val"), or every manifest row for "all"."""
         if split == "all":
             return self.manifest
-        if split not in ("train", "val"):
-            raise ConfigError(f"split {split!r} must be one of train, val, all")
+        if split not in EVAL_SPLITS:
+            raise ConfigError(f"split {split!r} must be one of {EVAL_SPLITS}")
         aois = set(self.split.loc[self.split["split"] == split, "aoi"])
         return self.subset[self.subset["aoi"].isin(aois)].reset_index(drop=True)
 
@@ -57,8 +56,7 @@ def artifact_paths(work_dir: str | Path) -> dict[str, Path]:
 def prepare(cfg: DictConfig, quiet: bool = False) -> Prepared:
     """Run discovery -> cache -> verify -> manifest -> subset -> split for `cfg.data`."""
     data = cfg.data
-    if data.on_error not in ON_ERROR:
-        raise ConfigError(f"data.on_error={data.on_error!r} must be one of {list(ON_ERROR)}")
+    check_data(data)
     work_dir = Path(data.work_dir)
     tiles = discover_tiles(data.root, data.image_dir, data.label_source)
     settings = RasterizeSettings(alpha_band=data.alpha_band, all_touched=data.all_touched)

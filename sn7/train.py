@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from sn7.errors import ConfigError
+from sn7.lit.checkpoint_io import AtomicCheckpointIO
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
 from sn7.utils.config import to_container
@@ -55,7 +56,11 @@ def train(cfg: DictConfig) -> float | None:
         # LearningRateMonitor refuses to run without a logger; the lr is still on the progress bar.
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, precision=precision, callbacks=callbacks, logger=loggers or False
+        cfg.trainer,
+        precision=precision,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 

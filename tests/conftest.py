@@ -90,24 +90,24 @@ TINY_TRAIN = [
 ]
 
 
+def _train_cfg(root: str | Path, run_dir: str | Path, *overrides: str) -> DictConfig:
+    run_dir = Path(run_dir)
+    return _compose(
+        "train",
+        [
+            f"data.root={root}",
+            f"data.work_dir={run_dir / 'work'}",
+            f"paths.run_dir={run_dir}",
+            *TINY_TRAIN,
+            *overrides,
+        ],
+    )
+
+
 @pytest.fixture
 def train_cfg() -> Callable[..., DictConfig]:
     """`train_cfg(root, run_dir, *overrides)`: the train config with TINY_TRAIN settings."""
-
-    def make(root: str | Path, run_dir: str | Path, *overrides: str) -> DictConfig:
-        run_dir = Path(run_dir)
-        return _compose(
-            "train",
-            [
-                f"data.root={root}",
-                f"data.work_dir={run_dir / 'work'}",
-                f"paths.run_dir={run_dir}",
-                *TINY_TRAIN,
-                *overrides,
-            ],
-        )
-
-    return make
+    return _train_cfg
 
 
 @pytest.fixture(scope="session")
@@ -117,18 +117,7 @@ def tiny_checkpoint(tmp_path_factory, synthetic_root) -> Path:
     from sn7.train import train
 
     run_dir = tmp_path_factory.mktemp("tiny_run")
-    cfg = _compose(
-        "train",
-        [
-            f"data.root={synthetic_root.root}",
-            f"data.work_dir={run_dir / 'work'}",
-            f"paths.run_dir={run_dir}",
-            *TINY_TRAIN,
-            "trainer.max_epochs=2",
-            "logger=csv",
-        ],
-    )
-    train(cfg)
+    train(_train_cfg(synthetic_root.root, run_dir, "trainer.max_epochs=2", "logger=csv"))
     return run_dir / "checkpoints" / "best.ckpt"
 
 
@@ -203,21 +192,7 @@ def tiny_train_overrides() -> list[str]:
 @pytest.fixture(scope="session")
 def session_train_cfg() -> Callable[..., DictConfig]:
     """`train_cfg` for module- and session-scoped fixtures (one run shared by several tests)."""
-
-    def make(root: str | Path, run_dir: str | Path, *overrides: str) -> DictConfig:
-        run_dir = Path(run_dir)
-        return _compose(
-            "train",
-            [
-                f"data.root={root}",
-                f"data.work_dir={run_dir / 'work'}",
-                f"paths.run_dir={run_dir}",
-                *TINY_TRAIN,
-                *overrides,
-            ],
-        )
-
-    return make
+    return _train_cfg
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from shapely.affinity import affine_transform
 from shapely.geometry import box
 
 import sn7.viz.gallery
+from sn7.checks import check_predict
 from sn7.data.synthetic import PIXEL_SIZE, make_sn7_root
 from sn7.errors import ConfigError, DataError
 from sn7.inference.checkpoint import load_model
@@ -315,9 +316,9 @@ def test_threshold_auto_reads_the_evaluated_threshold(tmp_path, stub_checkpoint,
     assert 0 < mask.sum() < (prob >= 0.5).sum()  # 0.9 really cut some building pixels
 
     assert resolve_threshold(0.7, loaded) == 0.7  # an explicit value wins over the file
-    for bad in (0, 1.5, -0.1):
+    for bad in (0, 1.5, -0.1):  # checked up front, before the model is loaded
         with pytest.raises(ConfigError, match=re.escape("predict.threshold")):
-            resolve_threshold(bad, loaded)
+            check_predict({"prob_dtype": "uint8", "threshold": bad, "min_area": 0})
 
     # p equal to the threshold is a building, as in the metrics (p >= threshold)
     half = stub_checkpoint(tmp_path / "half.ckpt", gain=0.0)  # logit 0: p = 0.5 exactly

@@ -245,6 +245,7 @@ def test_checkpoint_hparams_describe_model_and_input(tb_run):
             "in_ch": 4,
             "base": 8,
             "depth": 2,
+            "upscale": 1,
         }
         assert hp["input_spec"] == {
             "bands": [1, 2, 3, 4],

@@ -65,16 +65,20 @@ def _aoi_folders(root: Path, image_dir: str) -> list[Path]:
     )
 
 
-def discover_tiles(
-    root: str | Path, image_dir: str = "images", label_source: str = "labels"
-) -> list[Tile]:
-    """List every image of an SN7 root, sorted by AOI then stem."""
+def check_layout_options(image_dir: str, label_source: str) -> None:
     if image_dir not in IMAGE_DIRS:
         raise ConfigError(f"data.image_dir={image_dir!r} is not one of {list(IMAGE_DIRS)}")
     if label_source not in LABEL_SOURCES:
         raise ConfigError(
             f"data.label_source={label_source!r} is not one of {sorted(LABEL_SOURCES)}"
         )
+
+
+def discover_tiles(
+    root: str | Path, image_dir: str = "images", label_source: str = "labels"
+) -> list[Tile]:
+    """List every image of an SN7 root, sorted by AOI then stem."""
+    check_layout_options(image_dir, label_source)
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError("data root does not exist (set data.root=...)", root)

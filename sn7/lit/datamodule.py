@@ -7,6 +7,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from sn7.checks import check_training_data
 from sn7.data.datasets import GridCropDataset, RandomCropDataset
 from sn7.data.input_spec import InputSpec
 from sn7.data.transforms import build_augment
@@ -26,6 +27,7 @@ def one_thread_worker(worker_id: int) -> None:
 class SN7DataModule(pl.LightningDataModule):
     def __init__(self, data: DictConfig, split: DictConfig, subset: DictConfig, augment, seed: int):
         super().__init__()
+        check_training_data(data)
         # resolved now: interpolations like ${paths.cache_dir} point outside these nodes
         parts = {"data": data, "split": split, "subset": subset, "augment": augment}
         self.cfg = OmegaConf.create({k: to_container(v) for k, v in parts.items()} | {"seed": seed})
@@ -52,8 +54,6 @@ class SN7DataModule(pl.LightningDataModule):
             raise ConfigError(
                 f"data.crop_size={data.crop_size} exceeds the smallest tile side ({smallest} px)"
             )
-        if not 0.0 <= data.pos_fraction <= 1.0:
-            raise ConfigError(f"data.pos_fraction={data.pos_fraction} must be in [0, 1]")
         augment = build_augment(self.cfg.augment, self.spec.alpha_channel, self.spec.in_channels)
         # Lightning's overfit_batches repeats the first batches every epoch; random crops must then
         # depend on their index alone, or each epoch would bring new crops and nothing to overfit.

@@ -7,9 +7,21 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from sn7.errors import SN7Error
+
+
+def user_error(exc: BaseException) -> SN7Error | None:
+    """The SN7Error behind `exc`: itself, or the cause Hydra wrapped while instantiating."""
+    while exc is not None:
+        if isinstance(exc, SN7Error):
+            return exc
+        if not isinstance(exc, InstantiationException):
+            return None
+        exc = exc.__cause__
+    return None
 
 
 def run_stage(stage: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
@@ -19,8 +31,9 @@ def run_stage(stage: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """
     try:
         return stage(cfg)
-    except SN7Error as exc:
-        if os.environ.get("SN7_DEBUG") or cfg.get("debug_errors", False):
+    except Exception as exc:
+        error = user_error(exc)
+        if error is None or os.environ.get("SN7_DEBUG") or cfg.get("debug_errors", False):
             raise
-        print(f"sn7 error: {exc}", file=sys.stderr, flush=True)
+        print(f"sn7 error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
