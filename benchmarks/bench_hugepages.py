@@ -18,16 +18,14 @@ import json
 import os
 import resource
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.bench_infer import first_tile_input, project_predictor
 from benchmarks.bench_train import TrainingStep, rss_mib
 from benchmarks.common import (
-    REPO,
     Section,
     Target,
+    json_from_process,
     markdown_table,
     measure,
     prepare_process,
@@ -65,15 +63,7 @@ def run_probe(hugetlb: bool) -> dict:
         others.append(TUNABLE)
     if others:
         env["GLIBC_TUNABLES"] = ":".join(others)
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_hugepages", "--probe"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json_from_process("benchmarks.bench_hugepages", "--probe", env=env)
 
 
 def run() -> Section:

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.common import (
-    REPO,
     Section,
     Target,
     Timing,
+    json_from_process,
     markdown_table,
     measure,
     progress,
@@ -92,15 +90,8 @@ def probe(with_torch: bool) -> dict:
 
 
 def run_probe(with_torch: bool) -> dict:
-    args = [sys.executable, "-m", "benchmarks.bench_prepare", "--probe"]
-    out = subprocess.run(
-        [*args, "--with-torch"] if with_torch else args,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    args = ["--probe", "--with-torch"] if with_torch else ["--probe"]
+    return json_from_process("benchmarks.bench_prepare", *args)
 
 
 def run() -> Section:

@@ -19,8 +19,6 @@ import argparse
 import contextlib
 import json
 import resource
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -31,13 +29,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import (
     PLAIN,
-    REPO,
     Section,
     Target,
     Timing,
     candidate_paths,
     compare_paths,
     describe_path,
+    json_from_process,
     markdown_table,
     measure,
     prepare_process,
@@ -189,14 +187,7 @@ def rss_probe(base: int) -> dict:
 
 
 def measure_rss(base: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_train", "--rss-probe", str(base)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json_from_process("benchmarks.bench_train", "--rss-probe", str(base))
 
 
 def run() -> Section:

@@ -9,9 +9,11 @@ bench_prepare times the mask cache in a process without torch, as `python -m sn7
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -90,6 +92,21 @@ class Timing:
     def spread(self, scale: float = 1.0) -> str:
         """min-max of the repeats (times `scale`, e.g. 1e3 for ms): how noisy the machine was."""
         return f"{scale * min(self.seconds):.3g}-{scale * max(self.seconds):.3g}"
+
+
+def json_from_process(module: str, *args: str, env: dict | None = None) -> dict:
+    """Run `python -m <module> <args>` in a fresh process; its last stdout line is a JSON result.
+
+    A fresh process measures what a separate job would see (peak memory, imports, allocator)."""
+    out = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def timed(fn: Callable[[], object]) -> float:
