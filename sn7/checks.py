@@ -85,7 +85,7 @@ def check_predict(p: Mapping) -> None:
         f"predict.prob_dtype={p['prob_dtype']!r} must be uint8 or float32",
     )
     _require(
-        p["threshold"] == "auto" or 0 < float(p["threshold"]) < 1,
+        p["threshold"] in ("auto", "auto_buildings") or 0 < float(p["threshold"]) < 1,
         f"predict.threshold={p['threshold']} must be 'auto' or in (0, 1)",
     )
     _require(float(p["min_area"]) >= 0, f"predict.min_area={p['min_area']} must be >= 0")

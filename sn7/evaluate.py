@@ -8,7 +8,6 @@ settings come from the checkpoint; data root, split and subset default to those 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -35,13 +34,13 @@ from sn7.inference.vectorize import vectorize
 from sn7.metrics.buildings import BuildingCounts, match_buildings
 from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
 from sn7.prepare import prepare
-from sn7.utils.atomic import write_json_atomic, write_text_atomic
+from sn7.utils.atomic import write_json_atomic
 from sn7.utils.config import to_container
-from sn7.utils.console import console, progress_bar
+from sn7.utils.console import progress_bar
 from sn7.utils.hardware import configure_threads
 from sn7.viz.gallery import Gallery
 from sn7.viz.panels import rgb_preview
-from sn7.viz.plots import pr_curve_figure, save_figure
+from sn7.viz.report import print_summary, publish, write_outputs
 
 log = logging.getLogger(__name__)
 INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size")
@@ -183,15 +182,29 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     chosen = sweep[0] if fixed else best
     t_index = thresholds.index(chosen["threshold"])
 
+    truths = [
+        truth_footprints(tiles[row.stem], infos[i], ev.min_truth_area)
+        for i, row in enumerate(rows.itertuples())
+    ]
+
+    def building_counts(i: int, threshold: float) -> BuildingCounts:
+        pred = clean_mask((probs[i] >= threshold) & (masks[i] != IGNORE), **cfg.post)
+        preds = vectorize(pred, ev.min_area).polygons
+        return match_buildings(*scored_buildings(preds, truths[i], masks[i]), ev.iou_match)
+
+    building_sweep = []
+    for t in ev.building_thresholds or []:
+        total = BuildingCounts()
+        for i in range(len(rows)):
+            total += building_counts(i, float(t))
+        building_sweep.append({"threshold": float(t), **total.as_dict()})
+
     buildings = BuildingCounts()
     table = []
     gallery = Gallery(out_dir / "gallery")
     for i, row in enumerate(rows.itertuples()):
         valid = masks[i] != IGNORE
-        pred = clean_mask((probs[i] >= chosen["threshold"]) & valid, **cfg.post)
-        preds = vectorize(pred, ev.min_area).polygons
-        truths = truth_footprints(tiles[row.stem], infos[i], ev.min_truth_area)
-        counts = match_buildings(*scored_buildings(preds, truths, masks[i]), ev.iou_match)
+        counts = building_counts(i, chosen["threshold"])
         buildings += counts
         pix = sweep_rows([chosen["threshold"]], per_tile_counts[i][t_index : t_index + 1])[0]
         table.append(
@@ -242,6 +255,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
             "min_area": ev.min_area,
             **buildings.as_dict(),
         },
+        "building_sweep": building_sweep,
         "crop": crop,
         "seconds_per_tile": seconds / len(rows),
         "threshold_mode": "fixed" if fixed else "best_iou",
@@ -253,6 +267,9 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
             {
                 "threshold": chosen["threshold"],
                 "iou": chosen["iou"],
+                "building_threshold": max(
+                    building_sweep, key=lambda r: r["f1"], default={"threshold": None}
+                )["threshold"],
                 "split": ev.split,
                 "data_root": metrics["data_root"],
                 "metrics": str(out_dir / "metrics.json"),
@@ -262,142 +279,3 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         publish(out_dir, Path(ev.publish))
     print_summary(metrics, out_dir)
     return metrics
-
-
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _md_table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def metrics_markdown(m: dict, table: list[dict], sweep: list[dict]) -> str:
-    best, b = m["pixel"]["best"], m["building"]
-    model = ", ".join(f"{k}={v}" for k, v in m["model"].items() if k != "_target_")
-    parts = [
-        f"# Evaluation: {Path(m['checkpoint']).name}",
-        "",
-        f"- checkpoint: `{m['checkpoint']}`",
-        f"- model: {m['model'].get('_target_', '?').rsplit('.', 1)[-1]} ({model})",
-        f"- data: `{m['data_root']}`, split **{m['split']}**: {m['n_tiles']} full tiles of "
-        f"AOI(s) {', '.join(m['aois'])}",
-        f"- threshold: {best['threshold']:.2f} ({m['threshold_mode'].replace('_', ' ')}); "
-        f"{m['seconds_per_tile']:.1f} s per tile",
-        "",
-        "## Full-tile pixel metrics",
-        "",
-        _md_table(
-            ["", "threshold", "IoU", "precision", "recall", "F1"],
-            [
-                [
-                    "best IoU" if m["threshold_mode"] == "best_iou" else "fixed",
-                    *[best[k] for k in ("threshold", "iou", "precision", "recall", "f1")],
-                ],
-                [
-                    "best F1",
-                    *[
-                        m["pixel"]["best_f1"][k]
-                        for k in ("threshold", "iou", "precision", "recall", "f1")
-                    ],
-                ],
-            ],
-        ),
-        "",
-        f"## Buildings (one-to-one, IoU >= {b['iou_match']}, predictions >= {b['min_area']} px)",
-        "",
-        _md_table(
-            ["threshold", "TP", "FP", "FN", "precision", "recall", "F1", "matches IoU>0.25"],
-            [
-                [
-                    b["threshold"],
-                    b["tp"],
-                    b["fp"],
-                    b["fn"],
-                    b["precision"],
-                    b["recall"],
-                    b["f1"],
-                    b["matched_iou_0_25"],
-                ]
-            ],
-        ),
-    ]
-    if m["crop"]:
-        parts += [
-            "",
-            "## Full tiles vs training crops",
-            "",
-            _md_table(
-                ["measured on", "threshold", "IoU"],
-                [
-                    ["full tiles (sliding window)", best["threshold"], best["iou"]],
-                    ["grid crops (as in training)", m["crop"]["threshold"], m["crop"]["iou"]],
-                ],
-            ),
-        ]
-    parts += [
-        "",
-        "## Threshold sweep (one pass)",
-        "",
-        _md_table(
-            ["threshold", "IoU", "precision", "recall", "F1"],
-            [[r["threshold"], r["iou"], r["precision"], r["recall"], r["f1"]] for r in sweep],
-        ),
-        "",
-        "## Per tile",
-        "",
-        _md_table(
-            ["tile", "IoU", "P", "R", "F1", "bldg TP", "bldg FP", "bldg FN", "bldg F1"],
-            [
-                [
-                    f"{t['aoi']} {t['date']}",
-                    t["iou"],
-                    t["precision"],
-                    t["recall"],
-                    t["f1"],
-                    t["building_tp"],
-                    t["building_fp"],
-                    t["building_fn"],
-                    t["building_f1"],
-                ]
-                for t in table
-            ],
-        ),
-        "",
-    ]
-    return "\n".join(parts)
-
-
-def write_outputs(out_dir: Path, metrics: dict, table: list[dict], sweep: list, chosen: dict):
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    write_text_atomic(out_dir / "metrics.md", metrics_markdown(metrics, table, sweep))
-    write_text_atomic(out_dir / "per_tile.csv", pd.DataFrame(table).to_csv(index=False))
-    title = f"{Path(metrics['checkpoint']).name}: {metrics['split']} ({metrics['n_tiles']} tiles)"
-    save_figure(pr_curve_figure(sweep, chosen, title), out_dir / "pr_curve.png")
-
-
-def publish(out_dir: Path, target: Path) -> None:
-    """Copy the small, human-facing artifacts into results/<name>/ (committed to the repo)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.md", "metrics.json", "pr_curve.png"):
-        shutil.copyfile(out_dir / name, target / name)
-    gallery = sorted((out_dir / "gallery").glob("*.png"))
-    if gallery:
-        (target / "gallery").mkdir(exist_ok=True)
-        for path in gallery:
-            shutil.copyfile(path, target / "gallery" / path.name)
-    console.print(f"published to {target}")
-
-
-def print_summary(m: dict, out_dir: Path) -> None:
-    best, b = m["pixel"]["best"], m["building"]
-    console.print(
-        f"[bold]{m['split']}[/bold] ({m['n_tiles']} tiles): pixel IoU {best['iou']:.4f} "
-        f"P {best['precision']:.4f} R {best['recall']:.4f} F1 {best['f1']:.4f} "
-        f"@ {best['threshold']:.2f} | building F1 {b['f1']:.4f} "
-        f"(TP {b['tp']} FP {b['fp']} FN {b['fn']})"
-        + (f" | crop IoU {m['crop']['iou']:.4f}" if m["crop"] else "")
-    )
-    console.print(f"wrote {out_dir}/metrics.json, metrics.md, per_tile.csv, pr_curve.png")

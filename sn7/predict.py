@@ -35,6 +35,7 @@ from sn7.viz.panels import rgb_preview
 
 log = logging.getLogger(__name__)
 _TIF = (".tif", ".tiff")
+AUTO_THRESHOLDS = ("auto", "auto_buildings")
 
 
 def list_inputs(spec: str) -> list[Path]:
@@ -54,12 +55,21 @@ def list_inputs(spec: str) -> list[Path]:
 
 
 def resolve_threshold(value, loaded: LoadedModel) -> float:
-    if value != "auto":
+    """A number, or what evaluate stored for this checkpoint: `auto` the best pixel-IoU
+    threshold, `auto_buildings` the best building-F1 one (when evaluate swept it)."""
+    if value not in AUTO_THRESHOLDS:
         return float(value)
     if loaded.threshold_file.is_file():
         stored = json.loads(loaded.threshold_file.read_text())
-        log.info("threshold %.2f from %s", stored["threshold"], loaded.threshold_file)
-        return float(stored["threshold"])
+        key = "building_threshold" if value == "auto_buildings" else "threshold"
+        if stored.get(key) is None:
+            key = "threshold"
+            console.print(
+                "[yellow]warning: evaluate did not sweep building thresholds "
+                "(eval.building_thresholds); using the best pixel-IoU one[/yellow]"
+            )
+        log.info("threshold %.2f (%s) from %s", stored[key], key, loaded.threshold_file)
+        return float(stored[key])
     console.print(
         f"[yellow]warning: no evaluated threshold for {loaded.path.name} "
         f"(run evaluate.py first); using 0.5[/yellow]"

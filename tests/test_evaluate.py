@@ -367,3 +367,26 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_checkpoint):
         lines = err.strip().splitlines()
         assert lines[-1].startswith(f"sn7 error: {path}: {message}"), (name, err)
         assert len([line for line in lines if line.startswith("sn7 error:")]) == 1
+
+
+def test_building_threshold_sweep_is_reported_and_stored(tmp_path, synthetic_root, stub_checkpoint):
+    """eval.building_thresholds scores buildings at each threshold; the best-F1 one is stored
+    beside the checkpoint for predict.threshold=auto_buildings. With the perfect stub every
+    threshold scores F1 1 and the first (lowest) one wins the tie."""
+    ckpt = stub_checkpoint(tmp_path / "stub.ckpt")
+    m = evaluate(
+        evaluate_cfg(
+            f"ckpt_path={ckpt}",
+            *data_overrides(synthetic_root.root, tmp_path),
+            f"paths.run_dir={tmp_path / 'run'}",
+            "eval.gallery=0",
+            "eval.crop_metrics=false",
+            "eval.building_thresholds=[0.3,0.7]",
+        )
+    )
+    assert [r["threshold"] for r in m["building_sweep"]] == [0.3, 0.7]
+    for row in m["building_sweep"]:
+        assert row["f1"] == 1.0 and row["tp"] == m["building"]["tp"]
+    stored = json.loads(Path(f"{ckpt}.eval.json").read_text())
+    assert stored["building_threshold"] == 0.3
+    assert "## Buildings vs threshold" in (tmp_path / "run" / "metrics.md").read_text()

@@ -1,5 +1,6 @@
 """Segmentation losses that skip ignore pixels (255): BCE, soft Dice, focal, and weighted sums.
 
+`gap_weight` up-weights the background gaps between neighbouring buildings (see gap_pixels).
 One class covers the whole `loss=` config group (bce, dice, bce_dice, focal, focal_dice): each
 choice sets the weights. Dice is computed over the whole batch with smoothing, so crops without
 buildings give a finite loss that pushes predictions towards 0.
@@ -14,6 +15,30 @@ from torch import nn
 from sn7.constants import IGNORE
 from sn7.errors import ConfigError
 
+_DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
+
+
+def gap_pixels(target: torch.Tensor, reach: int = 2) -> torch.Tensor:
+    """Background pixels lying between two building pixels at most `reach` px away on opposite
+    sides (along a row, a column or a diagonal): the narrow gaps that keep neighbouring buildings
+    apart. A model that blurs over them merges buildings, which ruins building-level F1 though
+    it barely moves pixel IoU; `gap_weight` makes the loss care (the weight map of the U-Net
+    paper, computed from the mask alone)."""
+    building = target == 1
+    h, w = building.shape[-2:]
+    padded = F.pad(building, (reach, reach, reach, reach))
+    gap = torch.zeros_like(building)
+    for dy, dx in _DIRECTIONS:
+        ahead = torch.zeros_like(building)
+        behind = torch.zeros_like(building)
+        for d in range(1, reach + 1):
+            r, c = reach + d * dy, reach + d * dx
+            ahead |= padded[:, r : r + h, c : c + w]
+            r, c = reach - d * dy, reach - d * dx
+            behind |= padded[:, r : r + h, c : c + w]
+        gap |= ahead & behind
+    return gap & (target == 0)
+
 
 class SegmentationLoss(nn.Module):
     def __init__(
@@ -25,6 +50,7 @@ class SegmentationLoss(nn.Module):
         focal_gamma: float = 2.0,
         focal_alpha: float | None = 0.25,
         smooth: float = 1.0,
+        gap_weight: float = 0.0,
     ):
         super().__init__()
         weights = {
@@ -35,12 +61,15 @@ class SegmentationLoss(nn.Module):
         bad = {k: v for k, v in weights.items() if v < 0}
         if bad or not any(weights.values()):
             raise ConfigError(f"loss weights must be >= 0 and not all 0, got {weights}")
+        if gap_weight < 0:
+            raise ConfigError(f"loss.gap_weight must be >= 0, got {gap_weight}")
         if pos_weight is not None and pos_weight <= 0:
             raise ConfigError(f"loss.pos_weight must be > 0, got {pos_weight}")
         self.bce_weight, self.dice_weight, self.focal_weight = bce_weight, dice_weight, focal_weight
         self.pos_weight = pos_weight
         self.focal_gamma, self.focal_alpha = focal_gamma, focal_alpha
         self.smooth = smooth
+        self.gap_weight = gap_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """logits (B, 1, H, W) or (B, H, W); target (B, H, W) with 0/1 and 255 = ignore."""
@@ -49,12 +78,15 @@ class SegmentationLoss(nn.Module):
         y = (target == 1).float()
         z = logits[valid]
         t = y[valid]
+        w = 1 + self.gap_weight * gap_pixels(target)[valid].float() if self.gap_weight else None
         if z.numel() == 0:  # an all-ignore batch: zero loss, but keep the graph connected
             return logits.sum() * 0.0
         total = z.new_zeros(())
         if self.bce_weight or self.focal_weight:
             pos_weight = None if self.pos_weight is None else z.new_tensor(self.pos_weight)
             bce = F.binary_cross_entropy_with_logits(z, t, pos_weight=pos_weight, reduction="none")
+            if w is not None:
+                bce = bce * w
             if self.bce_weight:
                 total = total + self.bce_weight * bce.mean()
             if self.focal_weight:

@@ -198,3 +198,38 @@ def test_all_ignore_batch_gives_zero_loss_with_a_graph(kwargs):
 def test_bad_weights_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         SegmentationLoss(**kwargs)
+
+
+def test_gap_pixels_are_the_background_between_close_buildings():
+    from sn7.models.losses import gap_pixels
+
+    target = torch.zeros(1, 7, 15, dtype=torch.long)
+    target[0, 2:5, 1:3] = 1  # building A
+    target[0, 2:5, 4:6] = 1  # building B, a 1-px gap right of A
+    target[0, 2:5, 8] = 1  # building C, a 2-px gap right of B
+    target[0, 2:5, 14] = 1  # building D, 5 px right of C: too far to count as a gap
+    target[0, 0, 0] = 255
+    expected = torch.zeros(1, 7, 15, dtype=torch.bool)
+    expected[0, 2:5, 3] = True
+    expected[0, 2:5, 6:8] = True
+    assert torch.equal(gap_pixels(target), expected)
+
+
+def test_gap_weight_raises_the_loss_only_on_gap_pixels():
+    target = torch.zeros(1, 5, 5, dtype=torch.long)
+    target[0, :, 1] = 1
+    target[0, :, 3] = 1  # a 1-px gap in column 2
+    logits = torch.zeros(1, 5, 5)
+    plain = SegmentationLoss(bce_weight=1.0)(logits, target)
+    weighted = SegmentationLoss(bce_weight=1.0, gap_weight=4.0)(logits, target)
+    # 5 of 25 pixels are gaps with weight 5 instead of 1: mean BCE grows by (25 + 20) / 25
+    assert weighted.item() == pytest.approx(plain.item() * 45 / 25)
+    far = torch.zeros(1, 5, 7, dtype=torch.long)
+    far[0, :, 0] = 1
+    far[0, :, 6] = 1  # 5 px apart: no gap pixels, no change
+    wide = torch.zeros(1, 5, 7)
+    assert SegmentationLoss(gap_weight=4.0)(wide, far).item() == pytest.approx(
+        SegmentationLoss()(wide, far).item()
+    )
+    with pytest.raises(ConfigError):
+        SegmentationLoss(gap_weight=-1)
