@@ -43,7 +43,7 @@ from sn7.viz.panels import rgb_preview
 from sn7.viz.report import print_summary, publish, write_outputs
 
 log = logging.getLogger(__name__)
-INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size")
+INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size", "normalization")
 
 
 def command_line_keys() -> set[str]:
@@ -165,7 +165,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         task = bar.add_task("tiles", total=len(rows))
         for i, row in enumerate(rows.itertuples()):
             tile_in = read_tile(row.image, loaded.spec)
-            prob = predictor(loaded.spec.normalize(tile_in.pixels))
+            prob = predictor(tile_in.model_input)
             mask = read_png(row.mask)
             metric = sweep_metric(thresholds)
             metric.update(torch.from_numpy(prob).flatten(), torch.from_numpy(mask).flatten().long())

@@ -102,7 +102,7 @@ def buildings_frame(components, prob, info, out_crs: str) -> gpd.GeoDataFrame:
 def predict_one(path: Path, loaded, predictor, threshold, cfg, out_dir: Path, gallery) -> dict:
     p = cfg.predict
     tile_in = read_tile(path, loaded.spec)
-    prob = predictor(loaded.spec.normalize(tile_in.pixels))
+    prob = predictor(tile_in.model_input)
     valid = tile_in.valid
     pred = clean_mask((prob >= threshold) & valid, **cfg.post)
     stem = path.stem

@@ -253,6 +253,7 @@ def test_checkpoint_hparams_describe_model_and_input(tb_run):
             "std": [0.2, 0.21, 0.22, 1.0],
             "alpha_band": 4,
             "crop_size": 64,
+            "normalization": "fixed",
         }
         assert hp["loss"]["_target_"] == "sn7.models.losses.SegmentationLoss"
         assert hp["run_config"]["data"]["root"] == str(cfg.data.root)

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.input_spec import InputSpec
 from sn7.data.raster_io import open_dataset, read_png, read_raster
+from sn7.data.tile_stats import tile_stats
 
 _MAX_POSITIVES = 20_000  # building pixels remembered per tile for positive-biased sampling
 
@@ -31,6 +32,7 @@ class _TileCrops(Dataset):
         self.spec = spec
         self.crop = int(crop_size)
         self.masks = [read_png(p) for p in self.rows["mask"]]
+        self.stats = [tile_stats(p, spec) if spec.per_tile else None for p in self.rows["image"]]
         self._sources: dict[int, object] = {}
         self._pid = None
 
@@ -62,7 +64,7 @@ class _TileCrops(Dataset):
 
     def sample(self, tile: int, row: int, col: int, image, mask) -> dict:
         return {
-            "image": torch.from_numpy(self.spec.normalize(image)),
+            "image": torch.from_numpy(self.spec.normalize(image, self.stats[tile])),
             "mask": torch.from_numpy(mask),
             "tile": tile,
             "window": torch.tensor([row, col]),

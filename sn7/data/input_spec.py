@@ -10,6 +10,9 @@ import numpy as np
 
 from sn7.errors import ConfigError
 
+NORMALIZATIONS = ("fixed", "per_tile")
+TileStats = tuple[np.ndarray, np.ndarray]  # per-band mean and std of one tile, x/255 units
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -18,6 +21,10 @@ class InputSpec:
     std: tuple[float, ...]
     alpha_band: int | None = 4  # raster band that marks valid pixels (0 = no data)
     crop_size: int = 256  # training crop size (a hint for inference windows)
+    # "fixed": (x/255 - mean) / std with the values above. "per_tile": colour bands standardised
+    # by their own tile's mean/std (sn7.data.tile_stats), which removes the month-to-month and
+    # AOI-to-AOI brightness shifts of the Planet mosaics (tile means vary 2x in the SN7 sample).
+    normalization: str = "fixed"
 
     def __post_init__(self):
         n = len(self.bands)
@@ -30,6 +37,10 @@ class InputSpec:
             )
         if any(s <= 0 for s in self.std):
             raise ConfigError(f"data.std must be positive, got {list(self.std)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"data.normalization={self.normalization!r} must be one of {NORMALIZATIONS}"
+            )
 
     @property
     def in_channels(self) -> int:
@@ -47,12 +58,24 @@ class InputSpec:
         colour = [i for i in range(self.in_channels) if i != self.alpha_channel] or [0]
         return tuple((colour * 3)[:3])
 
-    def normalize(self, pixels: np.ndarray) -> np.ndarray:
-        """(C, H, W) uint8 in `bands` order -> float32 model input."""
+    @property
+    def per_tile(self) -> bool:
+        return self.normalization == "per_tile"
+
+    def normalize(self, pixels: np.ndarray, tile_stats: TileStats | None = None) -> np.ndarray:
+        """(C, H, W) uint8 in `bands` order -> float32 model input. `tile_stats` (mean, std per
+        band, x/255 units) are needed with per-tile normalisation; the alpha band keeps the
+        fixed values either way."""
+        mean = np.asarray(self.mean, np.float32)
+        std = np.asarray(self.std, np.float32)
+        if self.per_tile:
+            if tile_stats is None:
+                raise ValueError("per-tile normalisation needs the tile's band statistics")
+            colour = [c for c in range(self.in_channels) if c != self.alpha_channel]
+            mean[colour] = np.asarray(tile_stats[0], np.float32)[colour]
+            std[colour] = np.asarray(tile_stats[1], np.float32)[colour]
         x = pixels.astype(np.float32) / 255.0
-        mean = np.asarray(self.mean, np.float32)[:, None, None]
-        std = np.asarray(self.std, np.float32)[:, None, None]
-        return (x - mean) / std
+        return (x - mean[:, None, None]) / std[:, None, None]
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -65,6 +88,7 @@ class InputSpec:
             std=tuple(float(s) for s in d["std"]),
             alpha_band=d.get("alpha_band"),
             crop_size=int(d.get("crop_size", 256)),
+            normalization=d.get("normalization", "fixed"),
         )
 
     @classmethod
@@ -76,5 +100,6 @@ class InputSpec:
                 "std": list(data["std"]),
                 "alpha_band": data["alpha_band"],
                 "crop_size": data["crop_size"],
+                "normalization": data.get("normalization", "fixed"),
             }
         )

@@ -89,18 +89,20 @@ def read_raster(
     bands: Sequence[int] | None = None,
     window: Window | None = None,
     src=None,
+    out_shape: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """Read `bands` (1-based, default all) as (C, H, W); `window` reads only that block.
+    """Read `bands` (1-based, default all) as (C, H, W); `window` reads only that block,
+    `out_shape` (h, w) a decimated copy (nearest).
 
     Pass an already open `src` (from `open_raster`) to avoid re-opening the file per crop.
     """
     if src is not None:
-        return _read(src, Path(path), bands, window)
+        return _read(src, Path(path), bands, window, out_shape)
     with open_raster(path) as opened:
-        return _read(opened, Path(path), bands, window)
+        return _read(opened, Path(path), bands, window, out_shape)
 
 
-def _read(src, path: Path, bands, window) -> np.ndarray:
+def _read(src, path: Path, bands, window, out_shape=None) -> np.ndarray:
     indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
     if max(indexes) > src.count:
         raise DataError(
@@ -109,7 +111,8 @@ def _read(src, path: Path, bands, window) -> np.ndarray:
             path,
         )
     try:
-        return src.read(indexes, window=window, boundless=False)
+        shape = None if out_shape is None else (len(indexes), *out_shape)
+        return src.read(indexes, window=window, boundless=False, out_shape=shape)
     except RasterioError as exc:
         raise DataError(f"GeoTIFF is corrupt or truncated ({_first_line(exc)})", path) from exc
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from sn7.data.input_spec import InputSpec
 from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
+from sn7.data.tile_stats import tile_stats
 
 
 @dataclass
@@ -16,6 +17,7 @@ class TileInput:
     pixels: np.ndarray  # (C, H, W) uint8, the model's bands
     valid: np.ndarray  # (H, W) bool, alpha > 0 (all True when there is no alpha band)
     info: RasterInfo
+    model_input: np.ndarray  # (C, H, W) float32, normalised exactly as in training
 
 
 def read_tile(path: str | Path, spec: InputSpec) -> TileInput:
@@ -29,4 +31,5 @@ def read_tile(path: str | Path, spec: InputSpec) -> TileInput:
             valid = read_raster(path, [spec.alpha_band], src=src)[0] > 0
         else:
             valid = np.ones(pixels.shape[1:], bool)
-    return TileInput(pixels, valid, info)
+    stats = tile_stats(path, spec) if spec.per_tile else None
+    return TileInput(pixels, valid, info, spec.normalize(pixels, stats))
