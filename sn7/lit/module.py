@@ -136,9 +136,8 @@ class SegmentationTask(pl.LightningModule):
             images, targets, probs = self._panel
             rows = []
             for img, target, prob in zip(images, targets, probs, strict=True):
-                raw = img.numpy() * np.asarray(self.spec.std)[:, None, None]
-                raw = (raw + np.asarray(self.spec.mean)[:, None, None]) * 255
-                rgb = rgb_preview(raw, self.spec.rgb_channels)
+                # the per-band percentile stretch undoes any normalisation: no need to invert it
+                rgb = rgb_preview(img.numpy(), self.spec.rgb_channels)
                 rows.append(prediction_panel(rgb, target.numpy(), prob.numpy(), 0.5))
             tb.add_image(
                 "val/panel", np.concatenate(rows, axis=0), self.global_step, dataformats="HWC"
