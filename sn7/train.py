@@ -6,6 +6,7 @@ Returns the value of `cfg.optimized_metric` so Hydra sweepers (e.g. Optuna) can 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ from sn7.errors import ConfigError
 from sn7.lit.checkpoint_io import AtomicCheckpointIO
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
+from sn7.utils.atomic import write_json_atomic
 from sn7.utils.config import to_container
 from sn7.utils.hardware import configure_threads, resolve_channels_last, resolve_precision
 
@@ -62,9 +64,13 @@ def train(cfg: DictConfig) -> float | None:
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )
+    started = time.perf_counter()
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    minutes = (time.perf_counter() - started) / 60
 
     results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    results["train/minutes"] = minutes
+    log.info("training took %.1f min (%d steps)", minutes, trainer.global_step)
     ckpt = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
     best = ckpt.best_model_path if ckpt is not None else ""
     if best:
@@ -73,6 +79,9 @@ def train(cfg: DictConfig) -> float | None:
         if not best:
             raise ConfigError("evaluate_after_training needs the model_checkpoint callback")
         results["eval/full_tile_iou"] = evaluate_checkpoint(cfg, best)
+    if trainer.is_global_zero:
+        summary = {"best_checkpoint": best, "steps": trainer.global_step, "metrics": results}
+        write_json_atomic(Path(cfg.paths.run_dir) / "train_summary.json", summary)
     value = results.get(cfg.optimized_metric)
     log.info("%s = %s", cfg.optimized_metric, value)
     return value

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import math
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -271,6 +273,10 @@ def test_train_returns_the_optimized_metric(tb_run):
     events = EventAccumulator(str(run_dir / "tensorboard"))
     events.Reload()
     assert value == pytest.approx(events.Scalars("val/best_iou")[-1].value)
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["metrics"]["val/best_iou"] == pytest.approx(value)
+    assert summary["best_checkpoint"].endswith("best.ckpt") and summary["steps"] == 2
+    assert 0 < summary["metrics"]["train/minutes"] < 30
 
 
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")  # resumed into a new run dir
@@ -388,6 +394,46 @@ def test_multirun_runs_every_job(synthetic_root, tiny_train_overrides, tmp_path)
         assert (job_dir / "csv" / "metrics.csv").is_file()
         assert (job_dir / ".hydra" / "overrides.yaml").is_file()
     assert not (tmp_path / "outputs").exists()  # nothing outside the sweep dir and work dir
+
+
+def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_overrides, tmp_path):
+    """hparams_search=optuna: each trial trains, evaluates its best checkpoint on the full val
+    tiles and hands that IoU to Optuna, which writes the best parameters it found."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "optuna"
+    overrides = [o for o in tiny_train_overrides if not o.startswith("model.base=")]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        f"data.root={synthetic_root.root}",
+        f"data.work_dir={tmp_path / 'work'}",
+        *overrides,
+        ONE_THREAD,
+        "logger=none",
+        "trainer.limit_val_batches=1",
+        "eval_overrides=['eval.gallery=0','eval.crop_metrics=false']",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna" and 0.0 <= best["best_value"] <= 1.0
+    assert set(best["best_params"]) == {
+        "optimizer.lr",
+        "loss.bce_weight",
+        "loss.dice_weight",
+        "data.pos_fraction",
+        "model.base",
+    }
+    ious = [
+        json.loads((sweep / str(job) / "evaluate" / "metrics.json").read_text())["pixel"]["best"][
+            "iou"
+        ]
+        for job in (0, 1)
+    ]
+    assert best["best_value"] == pytest.approx(max(ious))
 
 
 @pytest.mark.slow

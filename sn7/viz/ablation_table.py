@@ -1,0 +1,124 @@
+"""One markdown table from many evaluated training runs (an ablation grid or a multirun sweep).
+
+    python -m sn7.viz.ablation_table outputs/ablation/fold0 [more run dirs or sweep dirs] \
+        --out results/cpu_best/ablations.md
+
+A run dir is any folder holding `evaluate/metrics.json` (written by evaluate_after_training);
+sweep dirs are searched one level down. Rows keep the order given, sweep subfolders sorted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from sn7.errors import SN7Error
+from sn7.utils.atomic import write_text_atomic
+
+IGNORED_OVERRIDES = (
+    "data.root",
+    "callbacks.",
+    "trainer.enable_progress_bar",
+    "evaluate_after_training",
+    "eval_overrides",
+    "paths.",
+    "hydra.",
+    "experiment",
+    "split.",
+    "trainer.max_epochs",
+)
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    runs = []
+    for path in paths:
+        if (path / "evaluate" / "metrics.json").is_file():
+            runs.append(path)
+        else:
+            found = sorted(p.parent.parent for p in path.glob("*/evaluate/metrics.json"))
+            if not found:
+                raise SN7Error(f"{path}: no evaluate/metrics.json in it or one level down")
+            runs.extend(found)
+    return runs
+
+
+def knob(run: Path) -> str:
+    """What this row changed: the ablation choice, else the run's own command-line overrides."""
+    overrides_file = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+    for o in overrides:
+        if o.startswith("ablation="):
+            return o.split("=", 1)[1]
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(IGNORED_OVERRIDES)]
+    return " ".join(kept) or "(reference)"
+
+
+def training_minutes(run: Path) -> str:
+    summary = run / "train_summary.json"
+    if summary.is_file():
+        return f"{json.loads(summary.read_text())['metrics']['train/minutes']:.1f}"
+    # runs from before train_summary.json: first config write to the last checkpoint write
+    config, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
+    if config.is_file() and last.is_file():
+        return f"≈{(last.stat().st_mtime - config.stat().st_mtime) / 60:.1f}"
+    return "?"
+
+
+def row(run: Path) -> list[str]:
+    m = json.loads((run / "evaluate" / "metrics.json").read_text())
+    best, b = m["pixel"]["best"], m["building"]
+    sweep = m.get("building_sweep") or []
+    top = max(sweep, key=lambda r: r["f1"]) if sweep else None
+    return [
+        run.name,
+        knob(run),
+        ", ".join(a.split("_")[0] for a in m["aois"]),
+        f"{best['threshold']:.2f}",
+        *(f"{best[k]:.3f}" for k in ("iou", "precision", "recall", "f1")),
+        f"{b['f1']:.3f}",
+        f"{top['f1']:.3f} @ {top['threshold']:.2f}" if top else "–",
+        training_minutes(run),
+    ]
+
+
+COLUMNS = [
+    "run",
+    "change",
+    "val AOI",
+    "threshold",
+    "IoU",
+    "P",
+    "R",
+    "F1",
+    "bldg F1@0.5",
+    "best bldg F1 @ thr",
+    "train min",
+]
+
+
+def ablation_table(runs: list[Path]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row(r)) + " |" for r in runs]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="+", type=Path, help="run dirs or sweep dirs")
+    parser.add_argument("--out", type=Path, help="write the table here (default: print it)")
+    args = parser.parse_args(argv)
+    try:
+        table = ablation_table(find_runs(args.paths))
+    except SN7Error as exc:
+        sys.exit(f"sn7 error: {exc}")
+    if args.out:
+        write_text_atomic(args.out, table)
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()
