@@ -61,10 +61,16 @@ def training_minutes(run: Path) -> str:
     summary = run / "train_summary.json"
     if summary.is_file():
         return f"{json.loads(summary.read_text())['metrics']['train/minutes']:.1f}"
-    # runs from before train_summary.json: first config write to the last checkpoint write
-    config, last = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
-    if config.is_file() and last.is_file():
-        return f"≈{(last.stat().st_mtime - config.stat().st_mtime) / 60:.1f}"
+    # runs from before train_summary.json: wall time between the first and last logged train step
+    events = sorted((run / "tensorboard").glob("**/events.out.tfevents.*"))
+    if events:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(str(events[0]), size_guidance={"scalars": 0})
+        acc.Reload()
+        if "train/loss" in acc.Tags()["scalars"]:
+            steps = acc.Scalars("train/loss")
+            return f"≈{(steps[-1].wall_time - steps[0].wall_time) / 60:.1f}"
     return "?"
 
 
