@@ -115,9 +115,16 @@ def assert_global_values_applied(cfg, choice_cfg) -> None:
         if key.startswith("override /") and key != "override /hydra/sweeper":
             assert cfg.hydra.runtime.choices[key.removeprefix("override /")] == value, key
     values = OmegaConf.masked_copy(choice_cfg, [k for k in choice_cfg if k not in SKIP])
-    for key in leaf_keys(OmegaConf.to_container(values)):
-        expected = OmegaConf.select(values, key)
-        assert OmegaConf.select(cfg, key) == expected, key
+    expected = OmegaConf.to_container(values, resolve=False)
+    actual = OmegaConf.to_container(cfg, resolve=False)  # interpolations compared as typed
+    for key in leaf_keys(expected):
+        assert dig(actual, key) == dig(expected, key), key
+
+
+def dig(tree: dict, dotted: str):
+    for part in dotted.rstrip(".").split("."):
+        tree = tree[part]
+    return tree
 
 
 def leaf_keys(node, prefix: str = "") -> list[str]:
