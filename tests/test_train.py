@@ -375,25 +375,30 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_cfg, tmp_path, capsys)
 # --- processes --------------------------------------------------------------------------------
 
 
-def test_multirun_runs_every_job(synthetic_root, tiny_train_overrides, tmp_path):
-    sweep = tmp_path / "sweep"
-    overrides = [o for o in tiny_train_overrides if not o.startswith("model.base=")]
+def run_train_sweep(sweep, synthetic_root, tiny_overrides, tmp_path, *extra) -> None:
+    """train.py in a subprocess, sweeping `extra` into `sweep` (model.base left to the sweep)."""
+    overrides = [o for o in tiny_overrides if not o.startswith("model.base=")]
     cmd = [
         sys.executable,
         "train.py",
-        "-m",
-        "model.base=4,8",
+        *extra,
         f"hydra.sweep.dir={sweep}",
         f"data.root={synthetic_root.root}",
         f"data.work_dir={tmp_path / 'work'}",
         f"paths.output_dir={tmp_path / 'outputs'}",
         *overrides,
         ONE_THREAD,
-        "logger=csv",
         "trainer.limit_val_batches=1",
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_multirun_runs_every_job(synthetic_root, tiny_train_overrides, tmp_path):
+    sweep = tmp_path / "sweep"
+    run_train_sweep(
+        sweep, synthetic_root, tiny_train_overrides, tmp_path, "-m", "model.base=4,8", "logger=csv"
+    )
     for job, base in ((0, 4), (1, 8)):
         job_dir = sweep / str(job)
         ckpt = ckpt_of(job_dir / "checkpoints" / "last.ckpt")
@@ -408,23 +413,16 @@ def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_ov
     tiles and hands that IoU to Optuna, which writes the best parameters it found."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "optuna"
-    overrides = [o for o in tiny_train_overrides if not o.startswith("model.base=")]
-    cmd = [
-        sys.executable,
-        "train.py",
+    run_train_sweep(
+        sweep,
+        synthetic_root,
+        tiny_train_overrides,
+        tmp_path,
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
-        f"hydra.sweep.dir={sweep}",
-        f"data.root={synthetic_root.root}",
-        f"data.work_dir={tmp_path / 'work'}",
-        *overrides,
-        ONE_THREAD,
         "logger=none",
-        "trainer.limit_val_batches=1",
         "eval_overrides=['eval.gallery=0','eval.crop_metrics=false']",
-    ]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna" and 0.0 <= best["best_value"] <= 1.0
     assert set(best["best_params"]) == {
