@@ -87,6 +87,9 @@ def data_config(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> DictCo
                 merged[group][key] = value
     if "seed" not in given and "seed" in trained:
         merged["seed"] = trained["seed"]
+        for group in ("split", "subset"):  # checkpoints from before split/subset had own seeds
+            if group in trained and "seed" not in trained[group] and f"{group}.seed" not in given:
+                merged[group]["seed"] = trained["seed"]
     if "data.root" in given and "data.work_dir" not in given:
         merged["data"]["work_dir"] = to_container(cfg.data.work_dir)  # derived from the new root
     merged["data"].update({k: v for k, v in loaded.spec.to_dict().items()})

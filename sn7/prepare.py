@@ -91,14 +91,16 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Prepared:
         manifest = build_manifest(tiles, work_dir, index, data.label_source)
         if manifest.empty:
             raise DataError(_failure_text(report, "no image could be prepared"), data.root)
-        subset = balanced_subset(manifest, cfg.subset.per_aoi, cfg.subset.max_images, cfg.seed)
+        subset = balanced_subset(
+            manifest, cfg.subset.per_aoi, cfg.subset.max_images, cfg.subset.seed
+        )
         split = split_aois(
             manifest["aoi"].unique(),
             val_aois=cfg.split.val_aois,
             val_fraction=cfg.split.val_fraction,
             folds=cfg.split.folds,
             fold=cfg.split.fold,
-            seed=cfg.seed,
+            seed=cfg.split.seed,
         )
         paths = artifact_paths(work_dir)
         write_csv(manifest, paths["manifest"])

@@ -214,6 +214,25 @@ def test_split_and_subset_options_reach_the_artifacts(root, work, prepare_cfg):
     pd.testing.assert_frame_equal(pd.read_csv(work / "subset.csv"), first)  # deterministic
 
 
+def test_training_seed_leaves_split_and_subset_alone(root, work, prepare_cfg):
+    """A new `seed` (e.g. to measure run-to-run noise) must keep fold 0 the same AOIs; the split
+    and subset have their own seeds."""
+    opts = ("split.folds=3", "split.fold=0", "subset.per_aoi=1")
+
+    def artifacts(*extra):
+        prepare(prepare_cfg(root.root, work, *opts, *extra), quiet=True)
+        return pd.read_csv(work / "split.csv"), pd.read_csv(work / "subset.csv")
+
+    split, subset = artifacts("seed=1")
+    for seed in (2, 3, 4):
+        other_split, other_subset = artifacts(f"seed={seed}")
+        pd.testing.assert_frame_equal(other_split, split)
+        pd.testing.assert_frame_equal(other_subset, subset)
+    splits = {tuple(artifacts(f"split.seed={s}")[0]["split"]) for s in range(6)}
+    subsets = {tuple(artifacts(f"subset.seed={s}")[1]["stem"]) for s in range(6)}
+    assert len(splits) > 1 and len(subsets) > 1  # ...which do choose
+
+
 def test_cli_reports_a_user_error_in_one_line(tmp_path):
     result = subprocess.run(
         [
