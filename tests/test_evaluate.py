@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,11 @@ from rasterio import features
 from shapely.geometry import box
 
 from sn7.constants import IGNORE
+from sn7.data.input_spec import InputSpec
 from sn7.data.raster_io import read_png
 from sn7.data.synthetic import aoi_name, make_sn7_root
 from sn7.errors import ConfigError
-from sn7.evaluate import check_against_checkpoint, evaluate, scored_buildings
+from sn7.evaluate import check_against_checkpoint, data_config, evaluate, scored_buildings
 from sn7.inference.checkpoint import load_model
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.tiles import read_tile
@@ -390,3 +392,20 @@ def test_building_threshold_sweep_is_reported_and_stored(tmp_path, synthetic_roo
     stored = json.loads(Path(f"{ckpt}.eval.json").read_text())
     assert stored["building_threshold"] == 0.3
     assert "## Buildings vs threshold" in (tmp_path / "run" / "metrics.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("trained_split", "given", "expected"),
+    [
+        ({"folds": 2, "fold": 1}, set(), 7),  # before split.seed: the training seed chose folds
+        ({"folds": 2, "fold": 1, "seed": 42}, set(), 42),  # its own seed, kept as trained
+        ({"folds": 2, "fold": 1}, {"split.seed"}, 3),  # the command line wins
+    ],
+)
+def test_split_seed_of_the_checkpoint(compose_config, trained_split, given, expected):
+    overrides = ["ckpt_path=x.ckpt", *(["split.seed=3"] if given else [])]
+    cfg = compose_config("evaluate", overrides)
+    spec = InputSpec(bands=(1, 2, 3, 4), mean=(0.3,) * 4, std=(0.2,) * 4)
+    loaded = SimpleNamespace(spec=spec, run_config={"seed": 7, "split": trained_split})
+    merged = data_config(cfg, loaded, given)
+    assert merged.split.seed == expected and merged.split.fold == 1
