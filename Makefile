@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(PY) -m sn7.prepare
+	$(PY) prepare.py
 	$(PY) train.py experiment=demo hydra.run.dir=$(DEMO)/train
 	$(PY) evaluate.py ckpt_path=$(DEMO)/train/checkpoints/best.ckpt hydra.run.dir=$(DEMO)/evaluate
 	$(PY) predict.py ckpt_path=$(DEMO)/train/checkpoints/best.ckpt \

@@ -36,11 +36,11 @@ from benchmarks.common import (
     timed,
     training_path,
 )
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
 from sn7.data.masks import RasterizeSettings, rasterize_tile
+from sn7.data.prepared import prepare
 from sn7.data.raster_io import read_raster
 from sn7.lit.datamodule import SN7DataModule
-from sn7.prepare import prepare
 
 TARGET_SPEEDUP = 30.0
 TARGET_WAIT_SHARE = 10.0  # % of a training step
@@ -61,7 +61,7 @@ class Samplers:
     def __init__(self, dm: SN7DataModule, settings: RasterizeSettings, seed: int = 0):
         ds = dm.train_set
         self.ds, self.settings = ds, settings
-        tiles = discover_tiles(dm.cfg.data.root, dm.cfg.data.image_dir, dm.cfg.data.label_source)
+        tiles = discover_images(dm.cfg.data.root, dm.cfg.data.image_dir, dm.cfg.data.label_source)
         by_image = {str(t.image): t for t in tiles}
         self.tiles = [by_image[str(path)] for path in ds.rows["image"]]
         rng = np.random.default_rng(seed)

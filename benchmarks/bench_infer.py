@@ -37,7 +37,7 @@ from benchmarks.common import (
     sample_root,
 )
 from sn7.data.input_spec import InputSpec
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
 from sn7.data.raster_io import read_raster
 from sn7.inference.sliding_window import SlidingWindowPredictor, predictor_for
 
@@ -47,7 +47,7 @@ TARGET_OVERHEAD = 1.3
 def first_tile_input() -> np.ndarray:
     """The first image of the sample, normalised as conf/data/sn7.yaml says: (C, H, W) float32."""
     spec = InputSpec.from_data_cfg(project_config("evaluate").data)
-    tile = discover_tiles(sample_root())[0]
+    tile = discover_images(sample_root())[0]
     return spec.normalize(read_raster(tile.image, spec.bands))
 
 

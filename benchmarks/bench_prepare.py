@@ -5,7 +5,7 @@ and rasterized, and its PNG written; label source, alpha band and workers are co
 The target is set for the full SN7 train set: 1,423 tiles in <= 2 min on 2 cores, i.e. <= 170 ms
 per tile per core (wall seconds x workers / tiles, with all workers busy).
 
-Builds run in a fresh process (`--probe`) that imports no torch, as `python -m sn7.prepare` does;
+Builds run in a fresh process (`--probe`) that imports no torch, as `python prepare.py` does;
 a second probe first imports torch and Lightning, as the process of `train.py` has when its
 DataModule builds a missing cache (Python's garbage collector then walks those objects during
 the GeoJSON parsing, so that variant is reported too).
@@ -32,7 +32,7 @@ from benchmarks.common import (
     run_standalone,
     sample_root,
 )
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
 from sn7.data.mask_cache import build_mask_cache
 from sn7.data.masks import RasterizeSettings
 from sn7.utils.config import available_cores
@@ -49,7 +49,7 @@ def probe(with_torch: bool) -> dict:
         import torch  # noqa: F401
     root = sample_root()
     cfg = project_config("prepare", [f"data.root={root}"])
-    tiles = discover_tiles(root, cfg.data.image_dir, cfg.data.label_source)
+    tiles = discover_images(root, cfg.data.image_dir, cfg.data.label_source)
     settings = RasterizeSettings(alpha_band=cfg.data.alpha_band, all_touched=cfg.data.all_touched)
     all_workers = min(int(cfg.data.workers or available_cores()), len(tiles))
 

@@ -4,7 +4,7 @@ Timing is interleaved (baseline, project, baseline, project, ...) so that load f
 shared machine falls on both sides of a ratio alike; medians absorb the occasional slow repeat.
 
 torch (and sn7.utils.hardware, which imports it) is imported inside the functions that need it:
-bench_prepare times the mask cache in a process without torch, as `python -m sn7.prepare` runs it.
+bench_prepare times the mask cache in a process without torch, as `python prepare.py` runs it.
 """
 
 from __future__ import annotations

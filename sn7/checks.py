@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sn7.data.layout import check_layout_options
+from sn7.data.split import SPLITS
 from sn7.errors import ConfigError
 
 ON_ERROR = ("fail", "skip")
-EVAL_SPLITS = ("train", "val", "all")
+EVAL_SPLITS = (*SPLITS, "all")
 
 
 def _require(ok: bool, message: str) -> None:

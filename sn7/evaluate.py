@@ -19,11 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from sn7.checks import check_eval, check_infer
+from sn7.checks import check_data, check_eval, check_infer
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
 from sn7.data.footprints import load_footprints
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
+from sn7.data.prepared import prepare
 from sn7.data.raster_io import read_png
 from sn7.errors import ConfigError
 from sn7.inference.checkpoint import LoadedModel, load_model
@@ -33,7 +34,6 @@ from sn7.inference.tiles import read_tile
 from sn7.inference.vectorize import vectorize
 from sn7.metrics.buildings import BuildingCounts, match_buildings
 from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
-from sn7.prepare import prepare
 from sn7.utils.atomic import write_json_atomic
 from sn7.utils.config import to_container
 from sn7.utils.console import progress_bar
@@ -146,13 +146,14 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     given = set(given) | set(cfg.get("given_keys") or [])
     check_against_checkpoint(cfg, loaded, given)
     prep_cfg = data_config(cfg, loaded, given)
+    check_data(prep_cfg.data)
     prepared = prepare(prep_cfg, quiet=True)
-    rows = prepared.tiles(ev.split)
+    rows = prepared.rows(ev.split)
     if rows.empty:
         raise ConfigError(f"eval.split={ev.split} has no images in {prep_cfg.data.root}")
     tiles = {
         t.stem: t
-        for t in discover_tiles(
+        for t in discover_images(
             prep_cfg.data.root, prep_cfg.data.image_dir, prep_cfg.data.label_source
         )
     }

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from sn7.checks import check_infer, check_predict
 from sn7.constants import IGNORE
-from sn7.data.layout import tile_of_image
+from sn7.data.layout import image_files_of
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import write_geotiff
 from sn7.data.vector_io import area_m2, pixel_to_crs, write_geojson
@@ -122,7 +122,7 @@ def predict_one(path: Path, loaded, predictor, threshold, cfg, out_dir: Path, ga
     frame = buildings_frame(components, prob, tile_in.info, p.crs)
     write_geojson(out_dir / f"{stem}_buildings.geojson", frame)
     if gallery is not None:
-        tile = tile_of_image(path, cfg.data.label_source)
+        tile = image_files_of(path, cfg.data.label_source)
         truth = None
         if tile is not None:
             settings = RasterizeSettings(cfg.data.alpha_band, cfg.data.all_touched)

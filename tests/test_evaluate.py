@@ -22,6 +22,7 @@ from shapely.geometry import box
 
 from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
+from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png
 from sn7.data.synthetic import aoi_name, make_sn7_root
 from sn7.errors import ConfigError
@@ -32,7 +33,6 @@ from sn7.inference.tiles import read_tile
 from sn7.metrics.buildings import match_buildings
 from sn7.metrics.pixel import scores, threshold_grid
 from sn7.models.tiny_unet import TinyUNet
-from sn7.prepare import load_prepared
 from sn7.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def test_pixel_metrics_pool_the_counts_of_every_tile(swept):
     prepared = load_prepared(swept["tmp"] / "work")
     threshold = m["pixel"]["best"]["threshold"]
     tp = fp = fn = 0
-    for row in prepared.tiles("val").itertuples():
+    for row in prepared.rows("val").itertuples():
         prob = predictor(loaded.spec.normalize(read_tile(row.image, loaded.spec).pixels))
         truth = read_png(row.mask)
         pred = prob >= np.float32(threshold)

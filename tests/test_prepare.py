@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
 from sn7.data.manifest import COLUMNS
 from sn7.data.mask_cache import MaskIndex, mask_path, masks_dir, verify_mask_cache
 from sn7.data.masks import RasterizeSettings
+from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png, write_png
 from sn7.data.synthetic import make_sn7_root
 from sn7.errors import ConfigError, DataError
-from sn7.prepare import load_prepared, prepare
+from sn7.prepare import prepare
 from sn7.utils.atomic import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,15 +86,15 @@ def test_prepare_writes_every_artifact(root, work, prepare_cfg):
     pd.testing.assert_frame_equal(loaded.manifest, prepared.manifest, check_dtype=False)
     pd.testing.assert_frame_equal(loaded.split, prepared.split)
     val = set(split.loc[split["split"] == "val", "aoi"])
-    assert set(loaded.tiles("val")["aoi"]) == val
-    assert set(loaded.tiles("train")["aoi"]) == set(root.aois) - val
-    assert len(loaded.tiles("all")) == 9
+    assert set(loaded.rows("val")["aoi"]) == val
+    assert set(loaded.rows("train")["aoi"]) == set(root.aois) - val
+    assert len(loaded.rows("all")) == 9
     with pytest.raises(ConfigError, match="split 'test'"):
-        loaded.tiles("test")
+        loaded.rows("test")
 
 
 def test_image_without_a_date_in_its_name_keeps_an_empty_date(root, work, prepare_cfg):
-    tile = discover_tiles(root.root)[0]
+    tile = discover_images(root.root)[0]
     for path in (tile.image, tile.labels):
         path.rename(path.with_name(path.name.replace(tile.stem, "my_own_tile")))
     prepared = prepare(prepare_cfg(root.root, work), quiet=True)
@@ -112,14 +113,14 @@ def test_second_prepare_builds_nothing(root, work, prepare_cfg):
 
 
 def test_load_prepared_before_prepare_says_what_to_run(work):
-    with pytest.raises(DataError, match=re.escape("run `python -m sn7.prepare` first")):
+    with pytest.raises(DataError, match=re.escape("run `python prepare.py` first")):
         load_prepared(work)
 
 
 def _add_bad_files(root) -> list[Path]:
     """Break three images in three ways; return the files an error message must name."""
     aoi_dir = root.root / "train" / root.aois[0]
-    tiles = discover_tiles(root.root)
+    tiles = discover_images(root.root)
     zero = aoi_dir / "images" / f"global_monthly_2019_06_mosaic_{root.aois[0]}.tif"
     zero.write_bytes(b"")  # a new month whose image is empty
     (aoi_dir / "labels" / f"{zero.stem}_Buildings.geojson").write_text(
@@ -178,7 +179,7 @@ def test_bad_on_error_value(root, work, prepare_cfg):
 def test_prepare_self_heals_a_damaged_mask(root, work, prepare_cfg, damage):
     cfg = prepare_cfg(root.root, work)
     prepare(cfg, quiet=True)
-    tile = discover_tiles(root.root)[5]
+    tile = discover_images(root.root)[5]
     key, png = tile.key, mask_path(work, tile)
     assert png.is_file()
     if damage == "garbage":
@@ -237,8 +238,7 @@ def test_cli_reports_a_user_error_in_one_line(tmp_path):
     result = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "sn7.prepare",
+            "prepare.py",
             f"data.root={tmp_path / 'missing'}",
             f"data.work_dir={tmp_path / 'work'}",
             f"hydra.run.dir={tmp_path / 'run'}",
@@ -294,7 +294,7 @@ def _wait_for_first_mask(work: Path, since_ns: int, proc: subprocess.Popen) -> N
 
 @pytest.mark.slow
 def test_prepare_survives_sigkill_at_random_moments(tmp_path):
-    """SIGKILL `python -m sn7.prepare` 20 times while it (re)builds 96 masks, then resume.
+    """SIGKILL `python prepare.py` 20 times while it (re)builds 96 masks, then resume.
 
     Kill moments are seeded-random within the build phase (which starts ~1 s after launch, once
     Python has imported everything), so kills land while masks are being written: a PNG written
@@ -308,8 +308,7 @@ def test_prepare_survives_sigkill_at_random_moments(tmp_path):
         return subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "sn7.prepare",
+                "prepare.py",
                 f"data.root={truth.root}",
                 f"data.work_dir={work_dir}",
                 "data.workers=1",
@@ -352,7 +351,7 @@ def test_prepare_survives_sigkill_at_random_moments(tmp_path):
     assert final.returncode == 0, err
     assert _check_cache_after_kill(work, truth) == len(truth.tiles)
     assert not list(masks_dir(work).rglob(f"{TMP_MARK}*"))
-    tiles = discover_tiles(truth.root)
+    tiles = discover_images(truth.root)
     index = MaskIndex(work)
     assert verify_mask_cache(tiles, work, RasterizeSettings(), index, sample=len(tiles)) == {}
     assert len(pd.read_csv(work / "manifest.csv")) == len(truth.tiles)

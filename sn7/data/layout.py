@@ -29,7 +29,7 @@ _TIF_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
 
 
 @dataclass(frozen=True)
-class Tile:
+class ImageFiles:
     """One monthly image of one AOI, with the paths of everything that describes it."""
 
     aoi: str
@@ -74,9 +74,9 @@ def check_layout_options(image_dir: str, label_source: str) -> None:
         )
 
 
-def discover_tiles(
+def discover_images(
     root: str | Path, image_dir: str = "images", label_source: str = "labels"
-) -> list[Tile]:
+) -> list[ImageFiles]:
     """List every image of an SN7 root, sorted by AOI then stem."""
     check_layout_options(image_dir, label_source)
     root = Path(root).expanduser()
@@ -91,11 +91,11 @@ def discover_tiles(
     return tiles
 
 
-def _tile(aoi_dir: Path, image: Path, label_source: str) -> Tile:
+def _tile(aoi_dir: Path, image: Path, label_source: str) -> ImageFiles:
     stem = image.stem
     udm_vec = aoi_dir / "labels" / f"{stem}_UDM.geojson"
     udm_ras = aoi_dir / "UDM_masks" / f"{stem}_UDM.tif"
-    return Tile(
+    return ImageFiles(
         aoi=aoi_dir.name,
         stem=stem,
         date=date_of(stem),
@@ -107,8 +107,8 @@ def _tile(aoi_dir: Path, image: Path, label_source: str) -> Tile:
     )
 
 
-def tile_of_image(image: str | Path, label_source: str = "labels") -> Tile | None:
-    """The Tile of an image inside an SN7 layout (<AOI>/images/<stem>.tif) whose labels exist,
+def image_files_of(image: str | Path, label_source: str = "labels") -> ImageFiles | None:
+    """The ImageFiles of an image inside an SN7 layout (<AOI>/images/<stem>.tif) whose labels exist,
     else None. Lets prediction show ground truth when it runs on SN7 data."""
     image = Path(image)
     if image.parent.name not in IMAGE_DIRS or label_source not in LABEL_SOURCES:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sn7.data.layout import Tile
+from sn7.data.layout import ImageFiles
 from sn7.data.mask_cache import MaskIndex, mask_path
 from sn7.errors import DataError
 from sn7.utils.atomic import write_text_atomic
@@ -28,7 +28,7 @@ COLUMNS = [
 
 
 def build_manifest(
-    tiles: Sequence[Tile], work_dir: str | Path, index: MaskIndex, label_source: str
+    tiles: Sequence[ImageFiles], work_dir: str | Path, index: MaskIndex, label_source: str
 ) -> pd.DataFrame:
     """Rows for every tile whose mask is in the cache index (failed tiles are left out)."""
     rows = []
@@ -63,11 +63,11 @@ def read_csv(path: str | Path, what: str, columns: Sequence[str]) -> pd.DataFram
     """Read a prepare artifact, failing clearly when it is missing or from another version."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{what} not found; run `python -m sn7.prepare` first", path)
+        raise DataError(f"{what} not found; run `python prepare.py` first", path)
     df = pd.read_csv(path, dtype={"date": str})
     if "date" in df.columns:  # an image without a date in its name has "", read back as NaN
         df["date"] = df["date"].fillna("")
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise DataError(f"{what} lacks columns {missing}; re-run `python -m sn7.prepare`", path)
+        raise DataError(f"{what} lacks columns {missing}; re-run `python prepare.py`", path)
     return df

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sn7.constants import IGNORE
-from sn7.data.layout import Tile
+from sn7.data.layout import ImageFiles
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import raster_info, read_png, write_png
 from sn7.errors import SN7Error
@@ -32,11 +32,11 @@ def masks_dir(work_dir: str | Path) -> Path:
     return Path(work_dir) / "masks"
 
 
-def mask_path(work_dir: str | Path, tile: Tile) -> Path:
+def mask_path(work_dir: str | Path, tile: ImageFiles) -> Path:
     return masks_dir(work_dir) / tile.aoi / f"{tile.stem}.png"
 
 
-def _fingerprint(tile: Tile) -> dict:
+def _fingerprint(tile: ImageFiles) -> dict:
     """Path, size and mtime of each source; a missing file is recorded as missing."""
     sources = {"image": tile.image, "labels": tile.labels}
     if tile.udm_vectors is not None:
@@ -83,7 +83,7 @@ class MaskIndex:
             except (ValueError, OSError):
                 self.entries = {}  # unreadable index: every mask is simply rebuilt
 
-    def is_fresh(self, tile: Tile, settings: RasterizeSettings, png: Path) -> bool:
+    def is_fresh(self, tile: ImageFiles, settings: RasterizeSettings, png: Path) -> bool:
         entry = self.entries.get(tile.key)
         return (
             entry is not None
@@ -96,7 +96,7 @@ class MaskIndex:
         write_json_atomic(self.path, {"version": INDEX_VERSION, "entries": self.entries})
 
 
-def _build_one(tile: Tile, png: Path, settings: RasterizeSettings) -> tuple[str, dict | str]:
+def _build_one(tile: ImageFiles, png: Path, settings: RasterizeSettings) -> tuple[str, dict | str]:
     """Worker: rasterize and write one mask; returns (key, entry) or (key, error message)."""
     sources = _fingerprint(tile)  # taken before reading, so a file edited meanwhile is redone
     # json.loads of a large GeoJSON allocates millions of (acyclic) objects; with torch and
@@ -123,7 +123,7 @@ def _build_one(tile: Tile, png: Path, settings: RasterizeSettings) -> tuple[str,
 
 
 def build_mask_cache(
-    tiles: Sequence[Tile],
+    tiles: Sequence[ImageFiles],
     work_dir: str | Path,
     settings: RasterizeSettings,
     workers: int = 1,
@@ -175,7 +175,7 @@ def build_mask_cache(
 
 
 def verify_mask_cache(
-    tiles: Sequence[Tile],
+    tiles: Sequence[ImageFiles],
     work_dir: str | Path,
     settings: RasterizeSettings,
     index: MaskIndex,

@@ -17,7 +17,7 @@ from rasterio import features
 
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.footprints import Footprints, load_footprints
-from sn7.data.layout import Tile
+from sn7.data.layout import ImageFiles
 from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
 from sn7.errors import DataError
 
@@ -58,7 +58,9 @@ def burn(geoms, shape: tuple[int, int], all_touched: bool = False) -> np.ndarray
     )
 
 
-def valid_pixels(tile: Tile, info: RasterInfo, alpha_band: int | None, src=None) -> np.ndarray:
+def valid_pixels(
+    tile: ImageFiles, info: RasterInfo, alpha_band: int | None, src=None
+) -> np.ndarray:
     """(H, W) bool: True where the image has data (alpha > 0) and no UDM raster flags it."""
     if alpha_band is None:
         valid = np.ones((info.height, info.width), bool)
@@ -75,7 +77,7 @@ def valid_pixels(tile: Tile, info: RasterInfo, alpha_band: int | None, src=None)
     return valid
 
 
-def rasterize_tile(tile: Tile, settings: RasterizeSettings) -> TileMask:
+def rasterize_tile(tile: ImageFiles, settings: RasterizeSettings) -> TileMask:
     """Build the mask of one tile from its image (size, CRS, alpha) and label files."""
     with open_raster(tile.image) as src:
         info = info_of(src, tile.image)

@@ -176,6 +176,6 @@ def read_png(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             return np.array(img)  # a writable copy
     except FileNotFoundError as exc:
-        raise DataError("mask file not found; run `python -m sn7.prepare`", path) from exc
+        raise DataError("mask file not found; run `python prepare.py`", path) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"mask PNG is unreadable ({exc}); re-run prepare", path) from exc

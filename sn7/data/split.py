@@ -14,6 +14,8 @@ import pandas as pd
 
 from sn7.errors import ConfigError
 
+SPLITS = ("train", "val")
+
 
 def split_aois(
     aois: Sequence[str],

@@ -59,14 +59,14 @@ class SyntheticTile:
     mask: np.ndarray  # expected (H, W) uint8: 0 background, 1 building, 255 ignore
 
     @property
-    def key(self) -> str:  # same as sn7.data.layout.Tile.key
+    def key(self) -> str:  # same as sn7.data.layout.ImageFiles.key
         return f"{self.aoi}/{self.stem}"
 
 
 @dataclass(frozen=True)
 class SyntheticRoot:
     root: Path
-    tiles: dict[str, SyntheticTile]  # by key "AOI/stem", sorted like discover_tiles
+    tiles: dict[str, SyntheticTile]  # by key "AOI/stem", sorted like discover_images
 
     @property
     def aois(self) -> list[str]:

@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader
 from sn7.checks import check_training_data
 from sn7.data.datasets import GridCropDataset, RandomCropDataset
 from sn7.data.input_spec import InputSpec
+from sn7.data.prepared import load_prepared, prepare
 from sn7.data.transforms import build_augment
 from sn7.errors import ConfigError
-from sn7.prepare import load_prepared, prepare
 from sn7.utils.config import to_container
 
 
@@ -43,7 +43,7 @@ class SN7DataModule(pl.LightningDataModule):
             return
         data = self.cfg.data
         prepared = load_prepared(data.work_dir)
-        train_rows, val_rows = prepared.tiles("train"), prepared.tiles("val")
+        train_rows, val_rows = prepared.rows("train"), prepared.rows("val")
         if train_rows.empty or val_rows.empty:
             raise ConfigError(
                 f"the AOI split leaves {len(train_rows)} train and {len(val_rows)} val images; "

@@ -21,7 +21,7 @@ from shapely.geometry import (
 )
 
 from sn7.data.footprints import load_footprints, read_feature_collection
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import raster_info
 from sn7.data.synthetic import (
@@ -40,7 +40,7 @@ H, W = 64, 80
 def tile(tmp_path):
     """The only tile of a fresh 64x80 root (fully valid: no alpha=0, no UDM)."""
     make_sn7_root(tmp_path, aois=1, months=1, size=(H, W), n_buildings=3, udm_geojson=False)
-    (tile,) = discover_tiles(tmp_path)
+    (tile,) = discover_images(tmp_path)
     return tile
 
 

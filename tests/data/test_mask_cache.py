@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from sn7.data.layout import discover_tiles
+from sn7.data.layout import discover_images
 from sn7.data.mask_cache import (
     MaskIndex,
     build_mask_cache,
@@ -39,7 +39,7 @@ class Cache:
             cloud_months=["2018_03"],
             udm_raster_months=["2018_03"],
         )
-        self.tiles = discover_tiles(self.truth.root)
+        self.tiles = discover_images(self.truth.root)
         self.work = tmp_path / "work"
         self.keys = [t.key for t in self.tiles]
 

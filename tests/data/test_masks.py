@@ -9,7 +9,7 @@ import pytest
 import rasterio
 
 from sn7.constants import BUILDING, IGNORE
-from sn7.data.layout import LABEL_SOURCES, discover_tiles
+from sn7.data.layout import LABEL_SOURCES, discover_images
 from sn7.data.masks import RasterizeSettings, burn, rasterize_tile
 from sn7.data.raster_io import read_raster
 from sn7.data.synthetic import make_sn7_root
@@ -26,7 +26,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_synthetic_root_holds_every_special_case(synthetic_root):
     """Guards the fixture: the exact-mask tests below are only as good as what it contains."""
-    tiles = discover_tiles(synthetic_root.root)
+    tiles = discover_images(synthetic_root.root)
     truths = [synthetic_root.tiles[t.key] for t in tiles]
     assert any(not t.buildings for t in truths)  # an empty FeatureCollection
     assert any(len(t.buildings) >= 10 for t in truths)
@@ -39,7 +39,7 @@ def test_synthetic_root_holds_every_special_case(synthetic_root):
 
 @pytest.mark.parametrize("label_source", SOURCES)
 def test_masks_are_exact_for_every_label_source(synthetic_root, label_source):
-    for tile in discover_tiles(synthetic_root.root, label_source=label_source):
+    for tile in discover_images(synthetic_root.root, label_source=label_source):
         truth = synthetic_root.tiles[tile.key]
         result = rasterize_tile(tile, RasterizeSettings())
         assert result.mask.dtype == np.uint8
@@ -49,7 +49,7 @@ def test_masks_are_exact_for_every_label_source(synthetic_root, label_source):
 
 def test_ignore_pixels_are_never_background(synthetic_root):
     """alpha = 0, UDM polygons and UDM rasters become 255, and stats count only valid pixels."""
-    for tile in discover_tiles(synthetic_root.root):
+    for tile in discover_images(synthetic_root.root):
         result = rasterize_tile(tile, RasterizeSettings())
         alpha = read_raster(tile.image, [4])[0]
         assert (result.mask[alpha == 0] == IGNORE).all()
@@ -63,7 +63,7 @@ def test_ignore_pixels_are_never_background(synthetic_root):
 
 
 def test_udm_polygon_is_ignore(synthetic_root):
-    clouded = [t for t in discover_tiles(synthetic_root.root) if t.date == "2018-04"]
+    clouded = [t for t in discover_images(synthetic_root.root) if t.date == "2018-04"]
     assert clouded
     for tile in clouded:
         with_udm = rasterize_tile(tile, RasterizeSettings()).mask
@@ -76,7 +76,7 @@ def test_udm_polygon_is_ignore(synthetic_root):
 
 
 def test_alpha_band_none_uses_every_pixel(synthetic_root):
-    blank = next(t for t in discover_tiles(synthetic_root.root) if t.date == "2018-03")
+    blank = next(t for t in discover_images(synthetic_root.root) if t.date == "2018-03")
     no_udm = replace(blank, udm_raster=None)
     mask = rasterize_tile(no_udm, RasterizeSettings(alpha_band=None)).mask
     assert set(np.unique(mask)) <= {0, 1}
@@ -90,7 +90,7 @@ def test_odd_tile_sizes(tmp_path, size):
         tmp_path, aois=1, months=1, size=size, n_buildings=n, blank_months=["2018_01"]
     )
     for label_source in SOURCES:
-        (tile,) = discover_tiles(tmp_path, label_source=label_source)
+        (tile,) = discover_images(tmp_path, label_source=label_source)
         mask = rasterize_tile(tile, RasterizeSettings()).mask
         assert mask.shape == size
         np.testing.assert_array_equal(mask, truth.tiles[tile.key].mask, err_msg=label_source)
@@ -100,7 +100,7 @@ def test_label_sources_agree_on_synthetic_data(synthetic_root):
     masks = {
         source: {
             t.key: rasterize_tile(t, RasterizeSettings()).mask
-            for t in discover_tiles(synthetic_root.root, label_source=source)
+            for t in discover_images(synthetic_root.root, label_source=source)
         }
         for source in SOURCES
     }
@@ -111,7 +111,7 @@ def test_label_sources_agree_on_synthetic_data(synthetic_root):
 
 @pytest.mark.shared
 def test_label_sources_agree_on_the_real_sample(shared_sample):
-    by_source = {source: discover_tiles(shared_sample, label_source=source) for source in SOURCES}
+    by_source = {source: discover_images(shared_sample, label_source=source) for source in SOURCES}
     keys = [t.key for t in by_source["labels"]]
     assert len(keys) >= 2
     for i, key in enumerate(keys):
@@ -134,7 +134,7 @@ def test_burn_without_geometries():
 @pytest.fixture
 def tile(tmp_path):
     make_sn7_root(tmp_path, aois=1, months=1, size=(64, 64), n_buildings=3)
-    (tile,) = discover_tiles(tmp_path)
+    (tile,) = discover_images(tmp_path)
     return tile
 
 
@@ -195,7 +195,7 @@ def test_bad_udm_raster_is_a_data_error_naming_it(tmp_path):
     make_sn7_root(
         tmp_path, aois=1, months=1, size=(64, 64), n_buildings=3, udm_raster_months=["2018_01"]
     )
-    (tile,) = discover_tiles(tmp_path)
+    (tile,) = discover_images(tmp_path)
     udm = tile.udm_raster
     data = udm.read_bytes()
     udm.write_bytes(data[: len(data) // 2])

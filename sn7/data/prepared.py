@@ -1,0 +1,194 @@
+"""The prepare stage's work and artifacts: SN7 folder -> mask cache, manifest.csv, subset.csv,
+split.csv in `data.work_dir`.
+
+It lives in the data layer because the DataModule and evaluate need it too (they call `prepare()`,
+which costs a few file stats when everything is already cached); `prepare.py` at the project root is
+only its command line. Callers check the config first (`sn7.checks`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import DictConfig
+
+from sn7.data.layout import ImageFiles, discover_images
+from sn7.data.manifest import COLUMNS, build_manifest, read_csv, write_csv
+from sn7.data.mask_cache import (
+    CacheReport,
+    MaskIndex,
+    build_mask_cache,
+    mask_path,
+    verify_mask_cache,
+)
+from sn7.data.masks import RasterizeSettings
+from sn7.data.split import SPLITS, split_aois
+from sn7.data.subset import balanced_subset
+from sn7.errors import ConfigError, DataError
+from sn7.utils.atomic import write_json_atomic
+from sn7.utils.config import available_cores
+from sn7.utils.console import console, print_table, progress_bar
+from sn7.utils.locking import exclusive_lock
+
+
+@dataclass
+class Prepared:
+    """The artifacts of the prepare stage, loaded."""
+
+    work_dir: Path
+    manifest: pd.DataFrame
+    subset: pd.DataFrame
+    split: pd.DataFrame
+    report: CacheReport = field(default_factory=CacheReport)
+
+    def rows(self, split: str) -> pd.DataFrame:
+        """Subset rows (one per image) of `split` ("train" or "val"), or every manifest row for
+        "all"."""
+        if split == "all":
+            return self.manifest
+        if split not in SPLITS:
+            raise ConfigError(f"split {split!r} must be one of {(*SPLITS, 'all')}")
+        aois = set(self.split.loc[self.split["split"] == split, "aoi"])
+        return self.subset[self.subset["aoi"].isin(aois)].reset_index(drop=True)
+
+
+def artifact_paths(work_dir: str | Path) -> dict[str, Path]:
+    work_dir = Path(work_dir)
+    return {name: work_dir / f"{name}.csv" for name in ("manifest", "subset", "split")}
+
+
+def prepare(cfg: DictConfig, quiet: bool = False) -> Prepared:
+    """Discovery -> mask cache -> verify -> manifest -> subset -> split for `cfg.data`."""
+    data = cfg.data
+    work_dir = Path(data.work_dir)
+    tiles = discover_images(data.root, data.image_dir, data.label_source)
+    settings = RasterizeSettings(alpha_band=data.alpha_band, all_touched=data.all_touched)
+    with exclusive_lock(work_dir, "the prepare cache"):
+        report, index = build_verified_masks(
+            tiles, work_dir, settings, int(data.workers or available_cores()), data.verify_sample
+        )
+        manifest = build_manifest(tiles, work_dir, index, data.label_source)
+        if manifest.empty:
+            raise DataError(_failure_text(report, "no image could be prepared"), data.root)
+        prepared = Prepared(work_dir, manifest, *subset_and_split(cfg, manifest), report)
+        write_artifacts(prepared, cfg, settings, n_images=len(tiles))
+    if not quiet:
+        print_summary(prepared)
+    if report.failed:
+        text = _failure_text(report, f"{len(report.failed)} of {len(tiles)} image(s) failed")
+        if data.on_error == "fail":
+            raise DataError(text + "\n(data.on_error=skip leaves them out instead)")
+        console.print(f"[yellow]warning: {text}\n(left out of the manifest)[/yellow]")
+    return prepared
+
+
+def build_verified_masks(
+    tiles: Sequence[ImageFiles],
+    work_dir: Path,
+    settings: RasterizeSettings,
+    workers: int,
+    verify_sample: int,
+) -> tuple[CacheReport, MaskIndex]:
+    """Bring the mask cache up to date and check it; masks that fail the check are rebuilt once,
+    and any still bad after that are left out of the index (so out of the manifest)."""
+    with progress_bar() as bar:
+        task = bar.add_task("masks", total=len(tiles))
+        report, index = build_mask_cache(
+            tiles, work_dir, settings, workers, on_done=lambda *_: bar.advance(task)
+        )
+    problems = verify_mask_cache(tiles, work_dir, settings, index, sample=verify_sample)
+    if not problems:
+        return report, index
+    console.print(f"[yellow]verify: {len(problems)} bad mask(s), rebuilding[/yellow]")
+    bad = [t for t in tiles if t.key in problems]
+    for tile in bad:
+        index.entries.pop(tile.key, None)
+        mask_path(work_dir, tile).unlink(missing_ok=True)
+    index.save()
+    rebuilt, index = build_mask_cache(bad, work_dir, settings, workers)
+    report.built += rebuilt.built
+    report.failed.update(rebuilt.failed)
+    still_bad = verify_mask_cache(bad, work_dir, settings, index, sample=len(bad))
+    report.failed.update(still_bad)
+    for key in still_bad:
+        index.entries.pop(key, None)
+    index.save()
+    return report, index
+
+
+def subset_and_split(cfg: DictConfig, manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    subset = balanced_subset(manifest, cfg.subset.per_aoi, cfg.subset.max_images, cfg.subset.seed)
+    split = split_aois(
+        manifest["aoi"].unique(),
+        val_aois=cfg.split.val_aois,
+        val_fraction=cfg.split.val_fraction,
+        folds=cfg.split.folds,
+        fold=cfg.split.fold,
+        seed=cfg.split.seed,
+    )
+    return subset, split
+
+
+def write_artifacts(
+    prepared: Prepared, cfg: DictConfig, settings: RasterizeSettings, n_images: int
+) -> None:
+    data = cfg.data
+    paths = artifact_paths(prepared.work_dir)
+    write_csv(prepared.manifest, paths["manifest"])
+    write_csv(prepared.subset, paths["subset"])
+    write_csv(prepared.split, paths["split"])
+    write_json_atomic(
+        prepared.work_dir / "prepare.json",
+        {
+            "data_root": str(Path(data.root).resolve()),
+            "label_source": data.label_source,
+            "image_dir": data.image_dir,
+            "rasterize": settings.as_dict(),
+            "n_images": n_images,
+            "n_prepared": len(prepared.manifest),
+            "failed": prepared.report.failed,
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+
+
+def _failure_text(report: CacheReport, head: str) -> str:
+    return head + ":\n" + "\n".join(f"  - {msg}" for msg in report.failed.values())
+
+
+def load_prepared(work_dir: str | Path) -> Prepared:
+    """Read the artifacts of an earlier prepare run without touching the cache."""
+    paths = artifact_paths(work_dir)
+    return Prepared(
+        Path(work_dir),
+        read_csv(paths["manifest"], "manifest", COLUMNS),
+        read_csv(paths["subset"], "subset", COLUMNS),
+        read_csv(paths["split"], "split", ["aoi", "split"]),
+    )
+
+
+def print_summary(prepared: Prepared) -> None:
+    split_of = dict(zip(prepared.split["aoi"], prepared.split["split"], strict=True))
+    rows = []
+    for aoi, group in prepared.manifest.groupby("aoi"):
+        rows.append(
+            [
+                aoi,
+                split_of.get(aoi, "-"),
+                len(group),
+                int((prepared.subset["aoi"] == aoi).sum()),
+                int(group["n_buildings"].sum()),
+                float(group["building_frac"].mean()),
+                float(group["valid_frac"].mean()),
+            ]
+        )
+    print_table(
+        f"prepared {prepared.work_dir}",
+        ["AOI", "split", "images", "subset", "buildings", "building frac", "valid frac"],
+        rows,
+    )
+    console.print(f"masks: {prepared.report.summary()}")
