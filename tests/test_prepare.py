@@ -70,10 +70,12 @@ def test_prepare_writes_every_artifact(root, work, prepare_cfg):
         assert row.building_frac == pytest.approx((truth.mask == 1).sum() / valid.sum(), abs=1e-6)
         assert row.label_source == "labels"
 
-    split = pd.read_csv(work / "split.csv")
-    assert list(split.columns) == ["aoi", "split"]
-    assert sorted(split["aoi"]) == root.aois and split["aoi"].is_unique
-    assert (split["split"] == "val").sum() == 1  # val_fraction 0.2 of 3 AOIs, at least one
+    split = pd.read_csv(work / "split.csv", dtype={"date": str})
+    assert list(split.columns) == ["aoi", "stem", "date", "split"]
+    assert sorted(split["stem"]) == sorted(manifest["stem"]) and split["stem"].is_unique
+    roles = split.groupby("aoi")["split"].agg(set).to_dict()
+    # 3 AOIs: one reported on (test_fraction 0.2, at least one), one selects (val), one trains
+    assert sorted(map(sorted, roles.values())) == [["test"], ["train"], ["val"]]
 
     subset = pd.read_csv(work / "subset.csv", dtype={"date": str})
     assert set(subset["stem"]) == set(manifest["stem"])  # no caps in subset/all
@@ -85,12 +87,11 @@ def test_prepare_writes_every_artifact(root, work, prepare_cfg):
     loaded = load_prepared(work)
     pd.testing.assert_frame_equal(loaded.manifest, prepared.manifest, check_dtype=False)
     pd.testing.assert_frame_equal(loaded.split, prepared.split)
-    val = set(split.loc[split["split"] == "val", "aoi"])
-    assert set(loaded.rows("val")["aoi"]) == val
-    assert set(loaded.rows("train")["aoi"]) == set(root.aois) - val
+    for name in ("train", "val", "test"):
+        assert set(loaded.rows(name)["aoi"]) == set(split.loc[split["split"] == name, "aoi"])
     assert len(loaded.rows("all")) == 9
-    with pytest.raises(ConfigError, match="split 'test'"):
-        loaded.rows("test")
+    with pytest.raises(ConfigError, match="split 'report'"):
+        loaded.rows("report")
 
 
 def test_image_without_a_date_in_its_name_keeps_an_empty_date(root, work, prepare_cfg):
@@ -193,10 +194,12 @@ def test_prepare_self_heals_a_damaged_mask(root, work, prepare_cfg, damage):
 
 def test_split_and_subset_options_reach_the_artifacts(root, work, prepare_cfg):
     val = root.aois[1]
-    prepare(prepare_cfg(root.root, work, f"split.val_aois=[{val}]", "subset.per_aoi=1"), quiet=True)
+    test = root.aois[2]
+    overrides = [f"split.test_aois=[{test}]", f"split.val_aois=[{val}]", "subset.per_aoi=1"]
+    prepare(prepare_cfg(root.root, work, *overrides), quiet=True)
     split = pd.read_csv(work / "split.csv")
-    assert split.set_index("aoi")["split"].to_dict() == {
-        a: ("val" if a == val else "train") for a in root.aois
+    assert split.set_index("stem")["split"].to_dict() == {
+        row.stem: {val: "val", test: "test"}.get(row.aoi, "train") for row in split.itertuples()
     }
     assert pd.read_csv(work / "subset.csv").groupby("aoi").size().to_dict() == dict.fromkeys(
         root.aois, 1
@@ -206,9 +209,9 @@ def test_split_and_subset_options_reach_the_artifacts(root, work, prepare_cfg):
     for fold in range(3):
         prepare(prepare_cfg(root.root, work, "split.folds=3", f"split.fold={fold}"), quiet=True)
         split = pd.read_csv(work / "split.csv")
-        assert sorted(split["aoi"]) == root.aois
-        vals += list(split.loc[split["split"] == "val", "aoi"])
-    assert sorted(vals) == root.aois  # each AOI is val in exactly one fold
+        assert sorted(split["aoi"].unique()) == root.aois
+        vals += list(split.loc[split["split"] == "test", "aoi"].unique())
+    assert sorted(vals) == root.aois  # each AOI is reported on in exactly one fold
 
     first = pd.read_csv(work / "subset.csv")
     prepare(prepare_cfg(root.root, work, "split.folds=3", "split.fold=2"), quiet=True)

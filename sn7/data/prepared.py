@@ -26,7 +26,7 @@ from sn7.data.mask_cache import (
     verify_mask_cache,
 )
 from sn7.data.masks import RasterizeSettings
-from sn7.data.split import SPLITS, split_aois
+from sn7.data.split import SPLITS, selection_kind, split_aois, split_images
 from sn7.data.subset import balanced_subset
 from sn7.errors import ConfigError, DataError
 from sn7.utils.atomic import write_json_atomic
@@ -46,14 +46,14 @@ class Prepared:
     report: CacheReport = field(default_factory=CacheReport)
 
     def rows(self, split: str) -> pd.DataFrame:
-        """Subset rows (one per image) of `split` ("train" or "val"), or every manifest row for
-        "all"."""
+        """Subset rows (one per image) of `split` ("train", "val" = selection, "test" = report),
+        or every manifest row for "all"."""
         if split == "all":
             return self.manifest
         if split not in SPLITS:
             raise ConfigError(f"split {split!r} must be one of {(*SPLITS, 'all')}")
-        aois = set(self.split.loc[self.split["split"] == split, "aoi"])
-        return self.subset[self.subset["aoi"].isin(aois)].reset_index(drop=True)
+        stems = set(self.split.loc[self.split["split"] == split, "stem"])
+        return self.subset[self.subset["stem"].isin(stems)].reset_index(drop=True)
 
 
 def artifact_paths(work_dir: str | Path) -> dict[str, Path]:
@@ -122,15 +122,26 @@ def build_verified_masks(
 
 def subset_and_split(cfg: DictConfig, manifest: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     subset = balanced_subset(manifest, cfg.subset.per_aoi, cfg.subset.max_images, cfg.subset.seed)
-    split = split_aois(
+    sp = cfg.split
+    aoi_split = split_aois(
         manifest["aoi"].unique(),
-        val_aois=cfg.split.val_aois,
-        val_fraction=cfg.split.val_fraction,
-        folds=cfg.split.folds,
-        fold=cfg.split.fold,
-        seed=cfg.split.seed,
+        test_aois=sp.get("test_aois"),
+        val_aois=sp.get("val_aois"),
+        test_fraction=sp.get("test_fraction", 0.2),
+        val_fraction=sp.get("val_fraction", 0.2),
+        folds=sp.get("folds"),
+        fold=sp.get("fold", 0),
+        seed=sp.get("seed", 0),
     )
-    return subset, split
+    # the time split picks among the subset's months, so a capped subset still has a selection split
+    in_subset = manifest["stem"].isin(subset["stem"])
+    split = pd.concat(
+        [
+            split_images(manifest[in_subset], aoi_split, int(sp.get("val_months", 1))),
+            split_images(manifest[~in_subset], aoi_split, val_months=0),
+        ]
+    ).sort_values(["aoi", "date", "stem"])
+    return subset, split.reset_index(drop=True)
 
 
 def write_artifacts(
@@ -167,12 +178,15 @@ def load_prepared(work_dir: str | Path) -> Prepared:
         Path(work_dir),
         read_csv(paths["manifest"], "manifest", COLUMNS),
         read_csv(paths["subset"], "subset", COLUMNS),
-        read_csv(paths["split"], "split", ["aoi", "split"]),
+        read_csv(paths["split"], "split", ["aoi", "stem", "date", "split"]),
     )
 
 
 def print_summary(prepared: Prepared) -> None:
-    split_of = dict(zip(prepared.split["aoi"], prepared.split["split"], strict=True))
+    split_of = {
+        aoi: "+".join(dict.fromkeys(group.sort_values("date")["split"]))
+        for aoi, group in prepared.split.groupby("aoi")
+    }
     rows = []
     for aoi, group in prepared.manifest.groupby("aoi"):
         rows.append(
@@ -185,6 +199,11 @@ def print_summary(prepared: Prepared) -> None:
                 float(group["building_frac"].mean()),
                 float(group["valid_frac"].mean()),
             ]
+        )
+    if selection_kind(prepared.split) == "time":
+        console.print(
+            "selection split (val): the last month(s) of the training AOIs; too few AOIs for "
+            "selection AOIs of its own. The report split (test) is never used to choose anything."
         )
     print_table(
         f"prepared {prepared.work_dir}",

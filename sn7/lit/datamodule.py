@@ -46,8 +46,9 @@ class SN7DataModule(pl.LightningDataModule):
         train_rows, val_rows = prepared.rows("train"), prepared.rows("val")
         if train_rows.empty or val_rows.empty:
             raise ConfigError(
-                f"the AOI split leaves {len(train_rows)} train and {len(val_rows)} val images; "
-                "training needs both (at least 2 AOIs; see split.val_aois / split.val_fraction)"
+                f"the split leaves {len(train_rows)} train and {len(val_rows)} val (selection) "
+                "images; training needs both (at least 2 AOIs, or training AOIs with more than "
+                "split.val_months months; see split.test_aois / split.val_aois / split.folds)"
             )
         smallest = int(min(prepared.manifest["height"].min(), prepared.manifest["width"].min()))
         if data.crop_size > smallest:

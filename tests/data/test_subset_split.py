@@ -45,15 +45,15 @@ def make_manifest(months_per_aoi: dict[str, int], seed: int = 0) -> pd.DataFrame
 def assert_partition(split: pd.DataFrame, aois):
     assert sorted(split["aoi"]) == sorted(set(aois))  # every AOI exactly once
     assert split["aoi"].is_unique
-    assert set(split["split"]) <= {"train", "val"}
+    assert set(split["split"]) <= {"train", "val", "test"}
 
 
 def val_of(split: pd.DataFrame) -> set[str]:
-    return set(split.loc[split["split"] == "val", "aoi"])
+    return set(split.loc[split["split"] == "test", "aoi"])
 
 
-def test_explicit_val_aois():
-    split = split_aois(AOIS, val_aois=["AOI_03", "AOI_07"])
+def test_explicit_test_aois():
+    split = split_aois(AOIS, test_aois=["AOI_03", "AOI_07"])
     assert_partition(split, AOIS)
     assert val_of(split) == {"AOI_03", "AOI_07"}
 
@@ -70,9 +70,9 @@ def test_explicit_val_aois():
         (1, 0.2, 0),
     ],
 )
-def test_val_fraction(n_aois, fraction, n_val):
+def test_test_fraction(n_aois, fraction, n_val):
     aois = AOIS[:n_aois]
-    split = split_aois(aois, val_fraction=fraction, seed=3)
+    split = split_aois(aois, test_fraction=fraction, seed=3)
     assert_partition(split, aois)
     assert len(val_of(split)) == n_val
 
@@ -89,14 +89,14 @@ def test_folds_partition_the_aois(folds):
     assert max(map(len, vals)) - min(map(len, vals)) <= 1
 
 
-def test_precedence_val_aois_then_folds_then_fraction():
-    split = split_aois(AOIS, val_aois=["AOI_01"], folds=2, val_fraction=0.5)
+def test_precedence_test_aois_then_folds_then_fraction():
+    split = split_aois(AOIS, test_aois=["AOI_01"], folds=2, test_fraction=0.5)
     assert val_of(split) == {"AOI_01"}
-    assert val_of(split_aois(AOIS, folds=5, val_fraction=0.5)) == val_of(split_aois(AOIS, folds=5))
+    assert val_of(split_aois(AOIS, folds=5, test_fraction=0.5)) == val_of(split_aois(AOIS, folds=5))
 
 
 def test_split_is_deterministic_for_a_seed_and_varies_with_it():
-    for kwargs in ({"val_fraction": 0.3}, {"folds": 3, "fold": 1}):
+    for kwargs in ({"test_fraction": 0.3}, {"folds": 3, "fold": 1}):
         first = split_aois(AOIS, seed=11, **kwargs)
         pd.testing.assert_frame_equal(first, split_aois(AOIS, seed=11, **kwargs))
         # the input order and duplicates (one row per month in a manifest) do not matter
@@ -109,13 +109,13 @@ def test_split_is_deterministic_for_a_seed_and_varies_with_it():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"val_aois": ["AOI_99"]}, "not in the data"),
+        ({"test_aois": ["AOI_99"]}, "not in the data"),
         ({"folds": 1}, "folds=1"),
         ({"folds": 11}, "folds=11"),
         ({"folds": 3, "fold": 3}, "fold=3"),
         ({"folds": 3, "fold": -1}, "fold=-1"),
-        ({"val_fraction": 1.0}, "val_fraction"),
-        ({"val_fraction": -0.1}, "val_fraction"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"test_fraction": -0.1}, "test_fraction"),
     ],
 )
 def test_bad_split_config(kwargs, message):

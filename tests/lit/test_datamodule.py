@@ -31,40 +31,58 @@ def aois_of(dataset) -> set[str]:
     return set(dataset.rows["aoi"])
 
 
-def test_train_and_val_never_share_an_aoi(synthetic_root, train_cfg, tmp_path):
+def images_of(dataset) -> set[tuple[str, str]]:
+    return set(zip(dataset.rows["aoi"], dataset.rows["date"], strict=True))
+
+
+def report_aois(dm) -> set[str]:
+    from sn7.data.prepared import load_prepared
+
+    split = load_prepared(dm.cfg.data.work_dir).split
+    return set(split.loc[split["split"] == "test", "aoi"])
+
+
+def test_training_never_sees_the_report_aoi(synthetic_root, train_cfg, tmp_path):
     dm = datamodule(train_cfg(synthetic_root.root, tmp_path))
-    train, val = aois_of(dm.train_set), aois_of(dm.val_set)
-    assert train and val and not train & val
-    assert train | val == set(synthetic_root.aois)
-    # every month of a val AOI is in val (a split by image would leak near-duplicates)
-    n_val = sum(t.aoi in val for t in synthetic_root.tiles.values())
-    assert len(dm.val_set.rows) == n_val
-    assert len(dm.train_set.rows) == len(synthetic_root.tiles) - n_val
+    test = report_aois(dm)
+    assert test and not test & (aois_of(dm.train_set) | aois_of(dm.val_set))
+    assert not images_of(dm.train_set) & images_of(dm.val_set)
+    # every month of a report AOI is held out (a split by image would leak near-duplicates)
+    n_seen = sum(t.aoi not in test for t in synthetic_root.tiles.values())
+    assert len(dm.val_set.rows) + len(dm.train_set.rows) == n_seen
 
 
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["split.val_fraction=0.5"],
+        ["split.test_fraction=0.5"],
         ["split.folds=2", "split.fold=0"],
         ["split.folds=2", "split.fold=1"],
         ["split.folds=4", "split.fold=3"],
     ],
 )
-def test_every_split_method_keeps_aois_apart(four_aois, train_cfg, tmp_path, overrides):
+def test_every_split_method_keeps_the_roles_apart(four_aois, train_cfg, tmp_path, overrides):
     cfg = train_cfg(four_aois.root, tmp_path, "data.crop_size=32", *overrides)
     dm = datamodule(cfg)
+    test = report_aois(dm)
     train, val = aois_of(dm.train_set), aois_of(dm.val_set)
-    assert train and val and not train & val
-    assert train | val == set(four_aois.aois)
+    assert train and val and test and not (train | val) & test
+    assert not images_of(dm.train_set) & images_of(dm.val_set)
+    assert train | val | test == set(four_aois.aois)
 
 
-def test_explicit_val_aois(four_aois, train_cfg, tmp_path):
-    chosen = four_aois.aois[2]
-    cfg = train_cfg(four_aois.root, tmp_path, "data.crop_size=32", f"split.val_aois=[{chosen}]")
+def test_explicit_val_and_test_aois(four_aois, train_cfg, tmp_path):
+    val, test = four_aois.aois[2], four_aois.aois[0]
+    cfg = train_cfg(
+        four_aois.root,
+        tmp_path,
+        "data.crop_size=32",
+        f"split.val_aois=[{val}]",
+        f"split.test_aois=[{test}]",
+    )
     dm = datamodule(cfg)
-    assert aois_of(dm.val_set) == {chosen}
-    assert aois_of(dm.train_set) == set(four_aois.aois) - {chosen}
+    assert aois_of(dm.val_set) == {val}
+    assert aois_of(dm.train_set) == set(four_aois.aois) - {val, test}
 
 
 def test_crop_larger_than_a_tile_is_a_config_error(synthetic_root, train_cfg, tmp_path):
@@ -74,13 +92,27 @@ def test_crop_larger_than_a_tile_is_a_config_error(synthetic_root, train_cfg, tm
     datamodule(train_cfg(synthetic_root.root, tmp_path, "data.crop_size=96"))  # exactly fits
 
 
-@pytest.mark.parametrize("case", ["one_aoi", "val_fraction_0", "every_aoi_in_val"])
+def test_one_aoi_trains_and_selects_on_its_last_month(tmp_path, train_cfg):
+    root = make_sn7_root(tmp_path / "root", aois=1, months=3)
+    dm = datamodule(train_cfg(root.root, tmp_path / "run"))
+    last = max(t.month for t in root.tiles.values()).replace("_", "-")  # manifest date
+    assert set(dm.val_set.rows["date"]) == {last}
+    assert last not in set(dm.train_set.rows["date"])
+    assert not report_aois(dm)  # nothing to report on: evaluate another root
+
+
+@pytest.mark.parametrize("case", ["one_aoi_one_month", "one_month", "every_aoi_in_val"])
 def test_empty_val_or_train_split_is_a_config_error(tmp_path, train_cfg, case):
-    root = make_sn7_root(tmp_path / "root", aois=1 if case == "one_aoi" else 2, months=2)
+    months = 2 if case == "every_aoi_in_val" else 1
+    n_aois = 1 if case == "one_aoi_one_month" else 3
+    root = make_sn7_root(tmp_path / "root", aois=n_aois, months=months)
     overrides = {
-        "one_aoi": [],
-        "val_fraction_0": ["split.val_fraction=0.0"],
-        "every_aoi_in_val": [f"split.val_aois=[{','.join(root.aois)}]"],  # nothing to train on
+        "one_aoi_one_month": [],
+        "one_month": ["split.val_fraction=0.0"],  # no selection AOI and no month to spare
+        "every_aoi_in_val": [  # nothing left to train on
+            f"split.test_aois=[{root.aois[0]}]",
+            f"split.val_aois=[{','.join(root.aois[1:])}]",
+        ],
     }[case]
     cfg = train_cfg(root.root, tmp_path / "run", *overrides)
     with pytest.raises(ConfigError, match="at least 2 AOIs"):
