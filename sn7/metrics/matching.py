@@ -69,10 +69,11 @@ def optimal_matches(pairs: np.ndarray, min_iou: float = SN7_IOU) -> np.ndarray:
             continue
         rows, row_of = np.unique(p_node[sel], return_inverse=True)
         cols, col_of = np.unique(t_node[sel], return_inverse=True)
-        reward = np.zeros((len(rows), len(cols)))
-        reward[row_of, col_of] = _REWARD + pairs[sel, 2]
-        r, k = linear_sum_assignment(reward, maximize=True)
-        hit = reward[r, k] > 0
-        iou = reward[r, k][hit] - _REWARD
-        matched.append(np.stack([preds[rows[r[hit]]], truths[cols[k[hit]]], iou], axis=1))
+        iou = np.zeros((len(rows), len(cols)))
+        allowed = np.zeros(iou.shape, dtype=bool)
+        iou[row_of, col_of], allowed[row_of, col_of] = pairs[sel, 2], True
+        r, k = linear_sum_assignment(np.where(allowed, _REWARD + iou, 0.0), maximize=True)
+        hit = allowed[r, k]
+        r, k = r[hit], k[hit]
+        matched.append(np.stack([preds[rows[r]], truths[cols[k]], iou[r, k]], axis=1))
     return np.concatenate(matched)
