@@ -61,11 +61,12 @@ def optimal_matches(pairs: np.ndarray, min_iou: float = SN7_IOU) -> np.ndarray:
     )
     _, component = connected_components(graph, directed=False)
     pair_component = component[p_node]
-    matched = []
-    for c in np.unique(pair_component):
-        sel = pair_component == c
-        if sel.sum() == 1:  # the common case: an isolated pair
-            matched.append(pairs[sel])
+    single = np.bincount(pair_component)[pair_component] == 1
+    matched = [pairs[single]]  # the common case: an isolated pair, matched as it is
+    multi = np.flatnonzero(~single)
+    multi = multi[np.argsort(pair_component[multi], kind="stable")]
+    for sel in np.split(multi, np.flatnonzero(np.diff(pair_component[multi])) + 1):
+        if not sel.size:
             continue
         rows, row_of = np.unique(p_node[sel], return_inverse=True)
         cols, col_of = np.unique(t_node[sel], return_inverse=True)
