@@ -16,6 +16,13 @@ SCOT = F-beta(change, track) with beta = 2 (change weighs more); an AOI's score 
 denominator is 0, as in the organisers' scorer (solaris.eval.scot). The dataset score is the mean
 over AOIs. `ScotAccumulator` keeps only id bookkeeping between months, so a caller can score one
 month at a time and drop its geometry.
+
+Where this differs from solaris.eval.scot (the scores agree otherwise): the months are the ones the
+caller adds (solaris takes them from the truth only); duplicate ids within a month are an error
+(solaris silently mis-indexes them); the assignment is solved per connected component, which gives
+the same number of matches and IoU sum but may break exact ties differently; `month_f1` of an
+empty month is 1, not 0 (solaris only prints it); an AOI the caller leaves out of `scot_mean` is
+not scored (solaris scores every truth AOI, 0 without predictions).
 """
 
 from __future__ import annotations
