@@ -4,11 +4,16 @@ Pixel space is the one frame every label source shares: geo labels are reproject
 (geopandas) and mapped through the inverse affine transform; `labels_match_pix` files are already in
 pixels and are never reprojected, whatever CRS they declare. Invalid polygons are repaired with
 `make_valid`, non-polygonal parts dropped, and everything clipped to the tile.
+
+SCOT needs the persistent building `Id` of labels_match / labels_match_pix (in labels/ every
+feature has Id 0), so `load_footprints(..., with_ids=True)` also returns the ids, aligned with the
+geometries through every drop and repair.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +36,7 @@ class Footprints:
     """Polygonal geometries in pixel coordinates of one image, plus what was done to get them."""
 
     geoms: list[BaseGeometry] = field(default_factory=list)
+    ids: list[int | str] | None = None  # parallel to geoms, with_ids=True only
     n_features: int = 0
     n_null: int = 0
     n_repaired: int = 0
@@ -39,7 +45,11 @@ class Footprints:
 
 def read_feature_collection(path: str | Path) -> tuple[list[BaseGeometry | None], str | None]:
     """Parse a GeoJSON FeatureCollection: (geometries, None where null; declared CRS name)."""
-    path = Path(path)
+    geoms, crs_name, _ = _read_collection(Path(path))
+    return geoms, crs_name
+
+
+def _read_collection(path: Path) -> tuple[list[BaseGeometry | None], str | None, list]:
     if not path.is_file():
         raise DataError("label file not found", path)
     raw = path.read_bytes()
@@ -62,7 +72,31 @@ def read_feature_collection(path: str | Path) -> tuple[list[BaseGeometry | None]
         raise DataError("FeatureCollection has no 'features' list", path)
     crs = doc.get("crs")
     crs_name = crs.get("properties", {}).get("name") if isinstance(crs, dict) else None
-    return _parse_geometries(path, raw, features), crs_name
+    return _parse_geometries(path, raw, features), crs_name, features
+
+
+def _feature_ids(path: Path, features: list) -> np.ndarray:
+    """The persistent `Id` of every feature, which must be there and unique within the file."""
+    ids = []
+    for i, feature in enumerate(features):
+        props = feature.get("properties") if isinstance(feature, dict) else None
+        value = props.get("Id") if isinstance(props, dict) else None
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise DataError(
+                f"feature {i} has no integer or string 'Id' property (found {value!r}); "
+                "building ids come from labels_match or labels_match_pix",
+                path,
+            )
+        ids.append(value)
+    counts = Counter(ids)
+    repeated = [i for i in ids if counts[i] > 1]
+    if repeated:
+        raise DataError(
+            f"Id {repeated[0]!r} is used by {counts[repeated[0]]} features, so it identifies no "
+            "building; persistent ids come from labels_match or labels_match_pix, not labels",
+            path,
+        )
+    return np.asarray(ids, dtype=object)
 
 
 def _parse_geometries(path: Path, raw: bytes, features: list) -> list[BaseGeometry | None]:
@@ -137,17 +171,26 @@ def polygonal_part(geom: BaseGeometry) -> BaseGeometry | None:
 
 
 def load_footprints(
-    path: str | Path, space: str, info: RasterInfo, *, require_overlap: bool = True
+    path: str | Path,
+    space: str,
+    info: RasterInfo,
+    *,
+    require_overlap: bool = True,
+    with_ids: bool = False,
 ) -> Footprints:
     """Footprints of `path` in pixel space of the image described by `info`, clipped to it.
 
     `require_overlap`: building labels of which not one polygon touches the image almost always mean
     a wrong CRS or label source, so that is an error rather than a silently empty mask.
+    `with_ids`: also return each footprint's `Id` property (`Footprints.ids`).
     """
     path = Path(path)
-    raw, crs_name = read_feature_collection(path)
-    out = Footprints(n_features=len(raw))
-    geoms = [g for g in raw if g is not None and not g.is_empty]
+    raw, crs_name, features = _read_collection(path)
+    out = Footprints(n_features=len(raw), ids=[] if with_ids else None)
+    ids = _feature_ids(path, features) if with_ids else np.full(len(raw), None)
+    present = np.array([g is not None and not g.is_empty for g in raw], dtype=bool)
+    geoms = [g for g, keep in zip(raw, present, strict=True) if keep]
+    ids = ids[present]
     out.n_null = len(raw) - len(geoms)
     if not geoms:
         return out
@@ -162,12 +205,14 @@ def load_footprints(
     touching = shapely.intersects(tile, geoms)
     geoms[touching & ~inside] = shapely.intersection(geoms[touching & ~inside], tile)
     out.n_outside = int((~touching).sum())
-    for geom in geoms[touching]:
+    for geom, building_id in zip(geoms[touching], ids[touching], strict=True):
         geom = polygonal_part(geom)
         if geom is None:
             out.n_null += 1
-        else:
-            out.geoms.append(geom)
+            continue
+        out.geoms.append(geom)
+        if with_ids:
+            out.ids.append(building_id)
     if require_overlap and not out.geoms and out.n_outside:
         bounds = np.round(shapely.total_bounds(geoms), 1).tolist()
         raise DataError(

@@ -1,79 +1,62 @@
-"""Building-level (object) metrics, SpaceNet style: predicted footprints are matched one-to-one to
-true footprints by polygon IoU; a match at IoU >= 0.5 is a true positive (SpaceNet F1). The count
-of one-to-one matches at IoU > 0.25 (the SN7 SCOT matching rule) is reported too.
+"""Building-level (object) metrics: predicted footprints matched one-to-one to true footprints by
+polygon IoU, with the optimal assignment of `sn7.metrics.matching`, under two rules side by side:
+
+- SpaceNet building F1: a match needs IoU >= `iou_match` (0.5 by default): tp / fp / fn;
+- SN7 (the SCOT matching rule): a match needs IoU > 0.25: tp_sn7 / fp_sn7 / fn_sn7.
+
+Both are solved on the same candidate pairs, so the second rule costs one more assignment only.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
-import numpy as np
-import shapely
 from shapely.geometry.base import BaseGeometry
-from shapely.strtree import STRtree
 
+from sn7.metrics.matching import SN7_IOU, SPACENET_IOU, iou_pairs, optimal_matches
 from sn7.metrics.pixel import scores
-
-
-def candidate_pairs(preds: Sequence[BaseGeometry], truths: Sequence[BaseGeometry]) -> np.ndarray:
-    """(K, 3) array of (pred index, truth index, IoU) for every pair that overlaps."""
-    if not len(preds) or not len(truths):
-        return np.zeros((0, 3))
-    preds_arr = np.asarray(preds, dtype=object)
-    truths_arr = np.asarray(truths, dtype=object)
-    p_idx, t_idx = STRtree(truths_arr).query(preds_arr, predicate="intersects")
-    if p_idx.size == 0:
-        return np.zeros((0, 3))
-    inter = shapely.area(shapely.intersection(preds_arr[p_idx], truths_arr[t_idx]))
-    union = shapely.area(preds_arr[p_idx]) + shapely.area(truths_arr[t_idx]) - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    return np.stack([p_idx, t_idx, iou], axis=1)
-
-
-def greedy_matches(pairs: np.ndarray, min_iou: float, strict: bool = False) -> int:
-    """Number of one-to-one matches, taking pairs by descending IoU (as SpaceNet's scorer does).
-
-    `strict` uses IoU > min_iou (SCOT's rule), otherwise IoU >= min_iou (SpaceNet F1).
-    """
-    keep = pairs[:, 2] > min_iou if strict else pairs[:, 2] >= min_iou
-    pairs = pairs[keep]
-    used_p, used_t, n = set(), set(), 0
-    for p, t, _ in pairs[np.argsort(-pairs[:, 2], kind="stable")]:
-        if p not in used_p and t not in used_t:
-            used_p.add(p)
-            used_t.add(t)
-            n += 1
-    return n
 
 
 @dataclass
 class BuildingCounts:
-    tp: int = 0
+    """Counts of one tile or a sum of tiles; `+=` adds them up."""
+
+    tp: int = 0  # at iou_match (SpaceNet: IoU >= 0.5)
     fp: int = 0
     fn: int = 0
-    matched_iou_0_25: int = 0
+    tp_sn7: int = 0  # at IoU > 0.25 (SN7 / SCOT)
+    fp_sn7: int = 0
+    fn_sn7: int = 0
+
+    @property
+    def matched_iou_0_25(self) -> int:
+        """The older name of tp_sn7 (metrics.json and reports written before it still use it)."""
+        return self.tp_sn7
 
     def __iadd__(self, other: BuildingCounts) -> BuildingCounts:
-        self.tp += other.tp
-        self.fp += other.fp
-        self.fn += other.fn
-        self.matched_iou_0_25 += other.matched_iou_0_25
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
     def as_dict(self) -> dict:
-        s = scores(self.tp, self.fp, self.fn)
-        return {**asdict(self), "precision": s["precision"], "recall": s["recall"], "f1": s["f1"]}
+        """Counts plus precision / recall / F1 for both rules ("f1" SpaceNet, "f1_sn7" SN7)."""
+        spacenet = scores(self.tp, self.fp, self.fn)
+        sn7 = scores(self.tp_sn7, self.fp_sn7, self.fn_sn7)
+        return {
+            **asdict(self),
+            "matched_iou_0_25": self.matched_iou_0_25,
+            **{k: spacenet[k] for k in ("precision", "recall", "f1")},
+            **{f"{k}_sn7": sn7[k] for k in ("precision", "recall", "f1")},
+        }
 
 
 def match_buildings(
-    preds: Sequence[BaseGeometry], truths: Sequence[BaseGeometry], iou_match: float = 0.5
+    preds: Sequence[BaseGeometry], truths: Sequence[BaseGeometry], iou_match: float = SPACENET_IOU
 ) -> BuildingCounts:
-    pairs = candidate_pairs(preds, truths)
-    tp = greedy_matches(pairs, iou_match)
-    return BuildingCounts(
-        tp=tp,
-        fp=len(preds) - tp,
-        fn=len(truths) - tp,
-        matched_iou_0_25=greedy_matches(pairs, 0.25, strict=True),
-    )
+    """Optimal one-to-one matching of `preds` to `truths` at `iou_match` and at the SN7 rule."""
+    pairs = iou_pairs(preds, truths)
+    tp = len(optimal_matches(pairs, iou_match))
+    tp_sn7 = len(optimal_matches(pairs, SN7_IOU))
+    n_p, n_t = len(preds), len(truths)
+    return BuildingCounts(tp, n_p - tp, n_t - tp, tp_sn7, n_p - tp_sn7, n_t - tp_sn7)

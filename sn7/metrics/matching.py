@@ -61,18 +61,20 @@ def optimal_matches(pairs: np.ndarray, min_iou: float = SN7_IOU) -> np.ndarray:
     )
     _, component = connected_components(graph, directed=False)
     pair_component = component[p_node]
-    matched = []
-    for c in np.unique(pair_component):
-        sel = pair_component == c
-        if sel.sum() == 1:  # the common case: an isolated pair
-            matched.append(pairs[sel])
+    single = np.bincount(pair_component)[pair_component] == 1
+    matched = [pairs[single]]  # the common case: an isolated pair, matched as it is
+    multi = np.flatnonzero(~single)
+    multi = multi[np.argsort(pair_component[multi], kind="stable")]
+    for sel in np.split(multi, np.flatnonzero(np.diff(pair_component[multi])) + 1):
+        if not sel.size:
             continue
         rows, row_of = np.unique(p_node[sel], return_inverse=True)
         cols, col_of = np.unique(t_node[sel], return_inverse=True)
-        reward = np.zeros((len(rows), len(cols)))
-        reward[row_of, col_of] = _REWARD + pairs[sel, 2]
-        r, k = linear_sum_assignment(reward, maximize=True)
-        hit = reward[r, k] > 0
-        iou = reward[r, k][hit] - _REWARD
-        matched.append(np.stack([preds[rows[r[hit]]], truths[cols[k[hit]]], iou], axis=1))
+        iou = np.zeros((len(rows), len(cols)))
+        allowed = np.zeros(iou.shape, dtype=bool)
+        iou[row_of, col_of], allowed[row_of, col_of] = pairs[sel, 2], True
+        r, k = linear_sum_assignment(np.where(allowed, _REWARD + iou, 0.0), maximize=True)
+        hit = allowed[r, k]
+        r, k = r[hit], k[hit]
+        matched.append(np.stack([preds[rows[r]], truths[cols[k]], iou[r, k]], axis=1))
     return np.concatenate(matched)

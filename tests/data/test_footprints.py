@@ -263,3 +263,78 @@ def test_pixel_labels_with_vertices_slightly_outside(tile):
     pix = pixel_source(tile)
     write_feature_collection(pix.labels, [rect(H - 4, W - 6, H + 3, W + 2)], None)
     np.testing.assert_array_equal(mask_of(pix), filled((H - 4, W - 6, H, W)))
+
+
+# --- persistent building ids (labels_match, for SCOT) ------------------------------------------
+
+
+def match_source(tile):
+    """The same tile read from labels_match (EPSG:3857, persistent Id)."""
+    return replace(tile, labels=tile.labels.parents[1] / "labels_match" / tile.labels.name)
+
+
+@pytest.mark.parametrize("source", [match_source, pixel_source])
+def test_ids_come_with_their_geometries(tmp_path, source):
+    root = make_sn7_root(tmp_path, aois=1, months=1, size=(H, W), n_buildings=3, udm_geojson=False)
+    (truth,) = root.tiles.values()
+    (tile,) = discover_images(tmp_path)
+    tile = source(tile)
+    info = raster_info(tile.image)
+    found = load_footprints(tile.labels, tile.label_space, info, with_ids=True)
+    assert found.ids == [0, 1, 2]  # make_sn7_root writes Id = index of the building
+    for geom, building in zip(found.geoms, truth.buildings, strict=True):
+        assert geom.symmetric_difference(building).area < 1e-6  # EPSG:3857 round trip
+    assert load_footprints(tile.labels, tile.label_space, info).ids is None
+
+
+def test_ids_stay_aligned_through_drops_and_repairs(tile):
+    bow_tie = Polygon([(10, 20), (22, 28), (22, 20), (10, 28)])  # repaired, kept
+    geoms = [
+        rect(2, 2, 6, 6),  # Id 10: kept as is
+        None,  # Id 11: null geometry, dropped
+        rect(100, 100, 110, 110),  # Id 12: wholly outside the 64x80 image, dropped
+        rect(-6, 40, 4, 50),  # Id 13: over the top edge, clipped and kept
+        LineString([(0, 60), (70, 60)]),  # Id 14: no polygonal part, dropped
+        bow_tie,  # Id 15: repaired, kept
+        rect(30, 30, 40, 40),  # Id "b16": string ids are fine
+    ]
+    ids = [10, 11, 12, 13, 14, 15, "b16"]
+    info = raster_info(tile.image)
+    write_feature_collection(tile.labels, geoms, None, [{"Id": i} for i in ids])  # pixels
+    found = load_footprints(tile.labels, "pixel", info, with_ids=True)
+    assert found.ids == [10, 13, 15, "b16"]
+    assert (found.n_null, found.n_outside, found.n_repaired) == (2, 1, 1)
+    assert found.geoms[0].equals(rect(2, 2, 6, 6))
+    assert found.geoms[1].equals(rect(0, 40, 4, 50))
+    assert found.geoms[2].equals(shapely.make_valid(bow_tie))
+    assert found.geoms[3].equals(rect(30, 30, 40, 40))
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ([{"Id": 0}, {}], "feature 1 has no integer or string 'Id' property"),
+        ([{"Id": 0}, None], "feature 1 has no integer or string 'Id' property"),
+        ([{"Id": 0}, {"Id": 1.5}], r"feature 1 has no integer .* \(found 1.5\)"),
+        ([{"Id": 0}, {"Id": True}], "feature 1 has no integer"),
+        ([{"Id": 0}, {"Id": 0}], "Id 0 is used by 2 features"),  # as in labels/: all Id 0
+    ],
+)
+def test_bad_ids_are_a_data_error_naming_the_file(tile, props, message):
+    write_feature_collection(tile.labels, [rect(2, 2, 6, 6), rect(10, 10, 20, 20)], None, props)
+    with pytest.raises(DataError, match=message) as exc:
+        load_footprints(tile.labels, "pixel", raster_info(tile.image), with_ids=True)
+    assert exc.value.path == tile.labels
+    assert "\n" not in str(exc.value)
+    load_footprints(tile.labels, "pixel", raster_info(tile.image))  # without ids: no error
+
+
+def test_real_labels_match_ids_are_unique_integers(shared_sample):
+    aoi = shared_sample / "train" / "L15-0357E-1223N_1429_3296_13"
+    (image,) = sorted((aoi / "images").glob("*2018_01*.tif"))
+    labels = aoi / "labels_match" / f"{image.stem}_Buildings.geojson"
+    found = load_footprints(labels, "geo", raster_info(image), with_ids=True)
+    assert len(found.ids) == len(found.geoms) == len(set(found.ids)) > 1000
+    assert all(type(i) is int for i in found.ids)
+    with pytest.raises(DataError, match="Id 0 is used by"):  # labels/: every feature has Id 0
+        load_footprints(aoi / "labels" / labels.name, "geo", raster_info(image), with_ids=True)
