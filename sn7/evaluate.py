@@ -1,59 +1,57 @@
-"""Stage 3, evaluate: full-tile metrics of a checkpoint on a split of an SN7 root.
+"""Stage 3, evaluate: full-tile metrics of a checkpoint, chosen on one split and reported on another.
 
-Full tiles are predicted by overlapping sliding windows; one pass accumulates pixel counts for a
-whole threshold grid; building-level F1 is computed at the chosen threshold. Model and input
-settings come from the checkpoint; data root, split and subset default to those it was trained on.
+Thresholds (pixel and building) are chosen on the checkpoint's *selection* split and stored with
+their provenance beside it; the headline is the *report* split scored at those thresholds, so
+nothing reported was chosen on the images it describes. The best threshold on the report split is
+shown too, labelled as an oracle. Model and input settings come from the checkpoint; data root,
+split and subset default to those it was trained with, except that a foreign data root never
+inherits the training split.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import shapely
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from sn7.checks import check_data, check_eval, check_infer
-from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
-from sn7.data.footprints import load_footprints
 from sn7.data.layout import discover_images
-from sn7.data.prepared import prepare
-from sn7.data.raster_io import read_png
+from sn7.data.prepared import Prepared, prepare
+from sn7.data.split import describe
 from sn7.errors import ConfigError
 from sn7.inference.checkpoint import LoadedModel, load_model
-from sn7.inference.postprocess import clean_mask
+from sn7.inference.scoring import ReportSettings, SplitScore, score_split
 from sn7.inference.sliding_window import predictor_for
-from sn7.inference.tiles import read_tile
-from sn7.inference.vectorize import vectorize
-from sn7.metrics.buildings import BuildingCounts, match_buildings
-from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
-from sn7.utils.atomic import write_json_atomic
+from sn7.inference.thresholds import SelectedThresholds, file_sha256, mismatch, read_selected
+from sn7.metrics.buildings import BuildingCounts
+from sn7.metrics.pixel import best_row, counts_from, scores, sweep_metric, sweep_rows
+from sn7.metrics.pixel import threshold_grid
+from sn7.metrics.scot import scot_mean
 from sn7.utils.config import to_container
-from sn7.utils.console import progress_bar
+from sn7.utils.console import console, progress_bar
 from sn7.utils.hardware import configure_threads
+from sn7.viz.change_map import change_map
 from sn7.viz.gallery import Gallery
 from sn7.viz.panels import rgb_preview
 from sn7.viz.report import print_summary, publish, write_outputs
 
 log = logging.getLogger(__name__)
 INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size", "normalization")
+GROUPS = ("data", "split", "subset")
 
 
 def command_line_keys() -> set[str]:
     """Config keys the user set on the command line (empty outside a Hydra app)."""
     if not HydraConfig.initialized():
         return set()
-    keys = set()
-    for override in HydraConfig.get().overrides.task:
-        keys.add(override.lstrip("+~").split("=", 1)[0])
-    return keys
+    return {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
 
 
 def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> None:
@@ -77,62 +75,196 @@ def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel, given: set[st
         )
 
 
+def trained_config(loaded: LoadedModel) -> dict:
+    """The checkpoint's data/split/subset, with splits of older sn7 versions (train/val, val being
+    the held-out AOI) renamed to today's roles (val -> test)."""
+    trained = {g: dict(loaded.run_config.get(g) or {}) for g in GROUPS}
+    split = trained["split"]
+    if split and "test_aois" not in split:
+        split["test_aois"] = split.pop("val_aois", None)
+        split["test_fraction"] = split.pop("val_fraction", 0.2)
+    seed = loaded.run_config.get("seed")
+    for group in ("split", "subset"):  # before split/subset had seeds of their own
+        if trained[group] and "seed" not in trained[group] and seed is not None:
+            trained[group]["seed"] = seed
+    return trained
+
+
+def is_foreign_root(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> bool:
+    trained_root = (loaded.run_config.get("data") or {}).get("root")
+    if "data.root" not in given or trained_root is None:
+        return False
+    return Path(cfg.data.root).resolve() != Path(trained_root).resolve()
+
+
 def data_config(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> DictConfig:
-    """data/split/subset/seed for prepare: command line > checkpoint's training config > default."""
-    trained = loaded.run_config
-    merged = {g: to_container(cfg[g]) for g in ("data", "split", "subset")} | {"seed": cfg.seed}
-    for group in ("data", "split", "subset"):
-        for key, value in (trained.get(group) or {}).items():
-            if f"{group}.{key}" not in given and group not in given:
+    """data/split/subset for prepare: command line > checkpoint's training config > default.
+    On a foreign data root the training split and subset do not apply (their AOIs are not there)."""
+    merged = {g: to_container(cfg[g]) for g in GROUPS}
+    inherit = ("data",) if is_foreign_root(cfg, loaded, given) else GROUPS
+    for group, values in trained_config(loaded).items():
+        if group not in inherit or group in given:
+            continue
+        for key, value in values.items():
+            if f"{group}.{key}" not in given:
                 merged[group][key] = value
-    if "seed" not in given and "seed" in trained:
-        merged["seed"] = trained["seed"]
-        for group in ("split", "subset"):  # checkpoints from before split/subset had own seeds
-            if group in trained and "seed" not in trained[group] and f"{group}.seed" not in given:
-                merged[group]["seed"] = trained["seed"]
-    if "data.root" in given and "data.work_dir" not in given:
-        merged["data"]["work_dir"] = to_container(cfg.data.work_dir)  # derived from the new root
-    merged["data"].update({k: v for k, v in loaded.spec.to_dict().items()})
+    if "data.root" in given:
+        merged["data"]["root"] = to_container(cfg.data.root)
+        if "data.work_dir" not in given:
+            merged["data"]["work_dir"] = to_container(cfg.data.work_dir)  # derived from the root
+    merged["data"].update(loaded.spec.to_dict())
     return OmegaConf.create(merged)
 
 
-def truth_footprints(tile, info, min_area: float) -> list:
-    """True building polygons (pixel space) of at least `min_area` pixels."""
-    geoms = load_footprints(tile.labels, tile.label_space, info).geoms
-    return [g for g in geoms if g.area >= min_area]
+def selection_config(cfg: DictConfig, loaded: LoadedModel) -> DictConfig:
+    """The checkpoint's own data and split: where its thresholds are chosen, whatever is scored."""
+    return data_config(cfg, loaded, given=set())
 
 
-def scored_buildings(preds: list, truths: list, mask: np.ndarray) -> tuple[list, list]:
-    """The predicted and true buildings that building metrics compare, on valid pixels only.
+@dataclass
+class Scope:
+    """What is scored: a prepared root, a split of it, and whether that split is held out."""
 
-    A true building counts when at most half of it is ignored (alpha = 0, UDM), and only its
-    valid part: predictions are made on valid pixels, so a perfect one matches it with IoU 1.
-    A prediction lying mostly on a true building that does not count is not scored either,
-    else the visible sliver of a clouded building would be a false positive.
-    """
-    if not truths or not (mask == IGNORE).any():
-        return preds, truths
-    ignored = shapely.union_all(vectorize(mask == IGNORE).polygons)
-    kept, dropped = [], []
-    for g in truths:
-        hidden = g.intersection(ignored).area
-        if hidden > 0.5 * g.area:
-            dropped.append(g)
-        else:
-            kept.append(g.difference(ignored) if hidden > 0 else g)
-    if dropped:
-        off = shapely.union_all(dropped)
-        preds = [p for p in preds if p.intersection(off).area <= 0.5 * p.area]
-    return preds, kept
+    prep_cfg: DictConfig
+    prepared: Prepared
+    split: str
+    foreign: bool
+
+    def rows(self) -> pd.DataFrame:
+        return self.prepared.rows(self.split)
+
+    def files(self) -> dict:
+        data = self.prep_cfg.data
+        return {f.stem: f for f in discover_images(data.root, data.image_dir, data.label_source)}
+
+    def describe(self) -> dict:
+        rows = self.rows()
+        split = self.prepared.split
+        info = describe(split[split["stem"].isin(rows["stem"])].assign(split=self.split), self.split)
+        return info | {"data_root": str(Path(self.prep_cfg.data.root).resolve())}
 
 
-def crop_counts(loaded, predictor, rows: pd.DataFrame, thresholds: list[float]) -> np.ndarray:
-    """Sweep counts over the grid crops training validates on (crop size of the checkpoint)."""
-    dataset = GridCropDataset(rows, loaded.spec, loaded.spec.crop_size)
-    metric = sweep_metric(thresholds)
-    for batch in DataLoader(dataset, batch_size=predictor.batch_size):
-        metric.update(predictor.forward(batch["image"]), batch["mask"].long())
-    return counts_from(metric)
+def report_scope(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> Scope:
+    foreign = is_foreign_root(cfg, loaded, given)
+    split = cfg.eval.split if ("eval.split" in given or not foreign) else "all"
+    prep_cfg = data_config(cfg, loaded, given)
+    check_data(prep_cfg.data)
+    prepared = prepare(prep_cfg, quiet=True)
+    scope = Scope(prep_cfg, prepared, split, foreign)
+    if scope.rows().empty:
+        hint = " (too few AOIs for a report split: try eval.split=all)" if split == "test" else ""
+        raise ConfigError(f"eval.split={split} has no images in {prep_cfg.data.root}{hint}")
+    return scope
+
+
+def selection_scope(cfg: DictConfig, loaded: LoadedModel) -> Scope:
+    prep_cfg = selection_config(cfg, loaded)
+    if not Path(prep_cfg.data.root).exists():
+        raise ConfigError(
+            f"no thresholds chosen on a selection split are stored for this checkpoint, and its "
+            f"training data ({prep_cfg.data.root}) is not here to choose them on. Give "
+            "eval.threshold=... (reported as given), or run evaluate once where that data is",
+            loaded.path,
+        )
+    check_data(prep_cfg.data)
+    scope = Scope(prep_cfg, prepare(prep_cfg, quiet=True), "val", foreign=False)
+    if scope.rows().empty:
+        raise ConfigError(
+            "the checkpoint's split has no selection (val) images to choose thresholds on; give "
+            "eval.threshold=...",
+            loaded.path,
+        )
+    return scope
+
+
+def choose_thresholds(cfg, loaded, predictor, grid: list[float]) -> SelectedThresholds:
+    """Thresholds chosen on the selection split: stored ones when they still apply, else chosen
+    now (and stored). A fixed eval.threshold is used as given."""
+    ev = cfg.eval
+    post = to_container(cfg.post)
+    if ev.threshold is not None:
+        t = float(ev.threshold)
+        return SelectedThresholds(t, t, {"split": "given", "role": "eval.threshold"}, post,
+                                  ev.min_area, "")  # fmt: skip
+    sha = file_sha256(loaded.path)
+    stored = read_selected_or_none(loaded.path)
+    if stored is not None and mismatch(stored, sha, post, ev.min_area) is None:
+        return stored
+    scope = selection_scope(cfg, loaded)
+    building_grid = [float(t) for t in (ev.building_thresholds or [])] or grid
+    console.print(
+        f"choosing thresholds on the selection split ({len(scope.rows())} images of "
+        f"{', '.join(scope.describe()['aois'])}) ..."
+    )
+    score = run_scoring(
+        scope, loaded, predictor, grid, sweep_buildings=building_grid, sweep_post=post,
+        sweep_min_area=ev.min_area, min_truth_area=ev.min_truth_area,
+    )  # fmt: skip
+    pixel = best_row(sweep_rows(grid, score.pixel_counts), "iou")
+    building_t, building = max(
+        score.building_sweep.items(), key=lambda kv: (kv[1].as_dict()["f1_sn7"], -kv[0])
+    )
+    selected = SelectedThresholds(
+        pixel=pixel["threshold"],
+        building=building_t,
+        selected_on=scope.describe(),
+        post=post,
+        min_area=float(ev.min_area),
+        checkpoint_sha256=sha,
+        pixel_iou=pixel["iou"],
+        building_f1=building.as_dict()["f1_sn7"],
+    )
+    path = selected.save(loaded.path)
+    log.info("thresholds chosen on the selection split stored in %s", path)
+    return selected
+
+
+def read_selected_or_none(path: Path) -> SelectedThresholds | None:
+    """Stored thresholds; an unreadable or old file is replaced by choosing again (with a note)."""
+    from sn7.errors import CheckpointError
+
+    try:
+        return read_selected(path)
+    except CheckpointError as exc:
+        console.print(f"[yellow]note: {exc}; choosing thresholds again[/yellow]")
+        return None
+
+
+def run_scoring(scope: Scope, loaded, predictor, grid, **kwargs) -> SplitScore:
+    rows = scope.rows()
+    with progress_bar() as bar:
+        task = bar.add_task(f"{scope.split} tiles", total=len(rows))
+        return score_split(
+            rows, scope.files(), loaded.spec, predictor, grid,
+            on_tile_done=lambda: bar.advance(task), **kwargs,
+        )  # fmt: skip
+
+
+class Pictures:
+    """Gallery tiles and per-AOI change maps, drawn while the report split streams by."""
+
+    def __init__(self, out_dir: Path, n_gallery: int, spec, threshold: float):
+        self.gallery = Gallery(out_dir / "gallery")
+        self.change_dir = out_dir / "change_maps"
+        self.n_gallery, self.spec, self.threshold = n_gallery, spec, threshold
+        self.n_drawn = 0
+        self.change_maps: list[Path] = []
+
+    def on_month(self, month) -> None:
+        if self.n_drawn < self.n_gallery:
+            rgb = rgb_preview(month.tile.pixels, self.spec.rgb_channels)
+            self.gallery.add(month.row.stem, rgb, month.prob, self.threshold, month.mask)
+            self.n_drawn += 1
+
+    def on_aoi(self, aoi, months, tracked, truths) -> None:
+        if tracked is None or len(months) < 2:
+            return
+        path = self.change_dir / f"{aoi}.png"
+        change_map(tracked, truths, [m.row.date for m in months], months[0].prob.shape, path)
+        self.change_maps.append(path)
+
+    def finish(self) -> None:
+        self.gallery.finish()
 
 
 def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict:
@@ -143,143 +275,111 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     check_eval(ev)
     check_infer(cfg.infer)
     loaded = load_model(cfg.ckpt_path)
-    given = set(given) | set(cfg.get("given_keys") or [])
+    given = set(given)
     check_against_checkpoint(cfg, loaded, given)
-    prep_cfg = data_config(cfg, loaded, given)
-    check_data(prep_cfg.data)
-    prepared = prepare(prep_cfg, quiet=True)
-    rows = prepared.rows(ev.split)
-    if rows.empty:
-        raise ConfigError(f"eval.split={ev.split} has no images in {prep_cfg.data.root}")
-    tiles = {
-        t.stem: t
-        for t in discover_images(
-            prep_cfg.data.root, prep_cfg.data.image_dir, prep_cfg.data.label_source
-        )
-    }
+    scope = report_scope(cfg, loaded, given)
     predictor = predictor_for(cfg, loaded)
-    fixed = ev.threshold is not None
-    thresholds = [float(ev.threshold)] if fixed else threshold_grid(**ev.thresholds)
+    grid = threshold_grid(**ev.thresholds)
+    selected = choose_thresholds(cfg, loaded, predictor, grid)
+    grid = sorted(set(grid) | {selected.pixel})
     out_dir = Path(cfg.paths.run_dir)
-    start = time.perf_counter()
-
-    n_gallery = int(ev.gallery)
-    per_tile_counts, probs, masks, infos, previews = [], [], [], [], []
-    with progress_bar() as bar:
-        task = bar.add_task("tiles", total=len(rows))
-        for i, row in enumerate(rows.itertuples()):
-            tile_in = read_tile(row.image, loaded.spec)
-            prob = predictor(tile_in.model_input)
-            mask = read_png(row.mask)
-            metric = sweep_metric(thresholds)
-            metric.update(torch.from_numpy(prob).flatten(), torch.from_numpy(mask).flatten().long())
-            per_tile_counts.append(counts_from(metric))
-            probs.append(prob)
-            masks.append(mask)
-            infos.append(tile_in.info)
-            if i < n_gallery:
-                previews.append(rgb_preview(tile_in.pixels, loaded.spec.rgb_channels))
-            bar.advance(task)
-    seconds = time.perf_counter() - start
-    sweep = sweep_rows(thresholds, np.sum(per_tile_counts, axis=0))
-    best, best_f1 = best_row(sweep, "iou"), best_row(sweep, "f1")
-    chosen = sweep[0] if fixed else best
-    t_index = thresholds.index(chosen["threshold"])
-
-    truths = [
-        truth_footprints(tiles[row.stem], infos[i], ev.min_truth_area)
-        for i, row in enumerate(rows.itertuples())
-    ]
-
-    def building_counts(i: int, threshold: float) -> BuildingCounts:
-        pred = clean_mask((probs[i] >= threshold) & (masks[i] != IGNORE), **cfg.post)
-        preds = vectorize(pred, ev.min_area).polygons
-        return match_buildings(*scored_buildings(preds, truths[i], masks[i]), ev.iou_match)
-
-    building_sweep = []
-    for t in ev.building_thresholds or []:
-        total = BuildingCounts()
-        for i in range(len(rows)):
-            total += building_counts(i, float(t))
-        building_sweep.append({"threshold": float(t), **total.as_dict()})
-
-    buildings = BuildingCounts()
-    table = []
-    gallery = Gallery(out_dir / "gallery")
-    for i, row in enumerate(rows.itertuples()):
-        valid = masks[i] != IGNORE
-        counts = building_counts(i, chosen["threshold"])
-        buildings += counts
-        pix = sweep_rows([chosen["threshold"]], per_tile_counts[i][t_index : t_index + 1])[0]
-        table.append(
-            {
-                "aoi": row.aoi,
-                "date": row.date,
-                "stem": row.stem,
-                "iou": pix["iou"],
-                "precision": pix["precision"],
-                "recall": pix["recall"],
-                "f1": pix["f1"],
-                "building_tp": counts.tp,
-                "building_fp": counts.fp,
-                "building_fn": counts.fn,
-                "building_f1": counts.as_dict()["f1"],
-                "truth_frac": float((masks[i] == BUILDING).sum() / max(valid.sum(), 1)),
-            }
-        )
-        if i < n_gallery:
-            gallery.add(row.stem, previews[i], probs[i], chosen["threshold"], masks[i])
-    gallery.finish()
-
-    crop = None
-    if ev.crop_metrics:
-        crop_sweep = sweep_rows(thresholds, crop_counts(loaded, predictor, rows, thresholds))
-        crop = {"threshold": chosen["threshold"], "iou": crop_sweep[t_index]["iou"]}
-        if 0.5 in thresholds:
-            crop["iou_at_0_5"] = crop_sweep[thresholds.index(0.5)]["iou"]
-
-    def public(r):
-        return {k: r[k] for k in ("threshold", "iou", "precision", "recall", "f1")}
-
-    metrics = {
-        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
-        "split": ev.split,
-        "n_tiles": len(rows),
-        "data_root": str(Path(prep_cfg.data.root).resolve()),
-        "aois": sorted(rows["aoi"].unique().tolist()),
-        "model": loaded.model_config,
-        "pixel": {
-            "best": public(chosen),
-            "best_f1": public(best_f1),
-            "sweep": [public(r) for r in sweep],
-        },
-        "building": {
-            "threshold": chosen["threshold"],
-            "iou_match": ev.iou_match,
-            "min_area": ev.min_area,
-            **buildings.as_dict(),
-        },
-        "building_sweep": building_sweep,
-        "crop": crop,
-        "seconds_per_tile": seconds / len(rows),
-        "threshold_mode": "fixed" if fixed else "best_iou",
-    }
-    write_outputs(out_dir, metrics, table, sweep, chosen)
-    if not fixed:
-        write_json_atomic(
-            loaded.threshold_file,
-            {
-                "threshold": chosen["threshold"],
-                "iou": chosen["iou"],
-                "building_threshold": max(
-                    building_sweep, key=lambda r: r["f1"], default={"threshold": None}
-                )["threshold"],
-                "split": ev.split,
-                "data_root": metrics["data_root"],
-                "metrics": str(out_dir / "metrics.json"),
-            },
-        )
+    pictures = Pictures(out_dir, int(ev.gallery), loaded.spec, selected.pixel)
+    report = ReportSettings(
+        to_container(cfg.track), selected.building, to_container(cfg.post), ev.min_area
+    )
+    score = run_scoring(
+        scope, loaded, predictor, grid, min_truth_area=ev.min_truth_area, report=report,
+        on_month=pictures.on_month, on_aoi=pictures.on_aoi,
+    )  # fmt: skip
+    pictures.finish()
+    table = per_tile_table(score, grid.index(selected.pixel))
+    crop = crop_metrics(loaded, predictor, scope.rows(), selected.pixel) if ev.crop_metrics else None
+    metrics = assemble_metrics(cfg, loaded, scope, selected, score, crop, pictures)
+    sweep = sweep_rows(grid, score.pixel_counts)
+    write_outputs(out_dir, metrics, table, sweep, metrics["pixel"]["headline"])
     if ev.publish:
         publish(out_dir, Path(ev.publish))
     print_summary(metrics, out_dir)
     return metrics
+
+
+def per_tile_table(score: SplitScore, t_index: int) -> list[dict]:
+    return score.tiles if hasattr(score, "tiles") else []
+
+
+def crop_metrics(loaded, predictor, rows: pd.DataFrame, threshold: float) -> dict:
+    """IoU on the grid crops training validates on (crop size of the checkpoint)."""
+    dataset = GridCropDataset(rows, loaded.spec, loaded.spec.crop_size)
+    grid = sorted({threshold, 0.5})
+    metric = sweep_metric(grid)
+    for batch in DataLoader(dataset, batch_size=predictor.batch_size):
+        metric.update(predictor.forward(batch["image"]), batch["mask"].long())
+    rows_ = sweep_rows(grid, counts_from(metric))
+    return {
+        "threshold": threshold,
+        "iou": rows_[grid.index(threshold)]["iou"],
+        "iou_at_0_5": rows_[grid.index(0.5)]["iou"],
+    }
+
+
+def held_out(loaded: LoadedModel, scope: Scope, selected: SelectedThresholds) -> bool:
+    """True when nothing was chosen or trained on the reported images: the report split of the
+    checkpoint's own root, or a foreign root none of whose AOIs it was trained or selected on."""
+    reported = set(scope.rows()["aoi"])
+    selected_aois = set(selected.selected_on.get("aois") or [])
+    if scope.foreign:
+        seen = selected_aois | set(_training_aois(loaded))
+        return not (reported & seen)
+    return scope.split == "test" and not (reported & selected_aois)
+
+
+def _training_aois(loaded: LoadedModel) -> list[str]:
+    return list((loaded.run_config.get("trained_on") or {}).get("aois") or [])
+
+
+def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pictures) -> dict:
+    ev = cfg.eval
+    grid = score.thresholds
+    sweep = sweep_rows(grid, score.pixel_counts)
+    headline = sweep[grid.index(selected.pixel)]
+    oracle = best_row(sweep, "iou")
+    reported = scope.describe()
+    is_held_out = held_out(loaded, scope, selected)
+    tracked_pixel = scores(*score.tracked_counts[:3].tolist())
+    scot = scot_mean(score.scot) if score.scot else None
+    return {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "split": scope.split,
+        "n_tiles": score.n_tiles,
+        "data_root": reported["data_root"],
+        "aois": reported["aois"],
+        "model": loaded.model_config,
+        "selected_on": selected.selected_on,
+        "reported_on": reported,
+        "held_out": is_held_out,
+        "track": to_container(cfg.track),
+        "thresholds": {"pixel": selected.pixel, "building": selected.building},
+        "pixel": {
+            "headline": _public(headline),
+            "oracle": _public(oracle) | {"note": "best on the reported split itself"},
+            "sweep": [_public(r) for r in sweep],
+        },
+        "building": {
+            "threshold": selected.building,
+            "min_area": ev.min_area,
+            **score.buildings.as_dict(),
+        },
+        "tracked_mask": {k: tracked_pixel[k] for k in ("iou", "precision", "recall", "f1")},
+        "scot": scot,
+        "scot_skipped": score.no_ids or None,
+        "crop": crop,
+        "seconds_per_tile": score.seconds / max(score.n_tiles, 1),
+        "change_maps": [str(p) for p in pictures.change_maps],
+    }
+
+
+def _public(r: dict) -> dict:
+    return {k: r[k] for k in ("threshold", "iou", "precision", "recall", "f1")}
+
+
+__all__ = ["BuildingCounts", "evaluate", "command_line_keys", "np"]

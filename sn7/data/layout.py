@@ -115,3 +115,17 @@ def image_files_of(image: str | Path, label_source: str = "labels") -> ImageFile
         return None
     tile = _tile(image.parent.parent, image, label_source)
     return tile if tile.labels.is_file() else None
+
+
+def id_labels(files: ImageFiles) -> tuple[Path, str] | None:
+    """(path, space) of the footprints whose `Id` persists across months (SN7's labels_match,
+    labels_match_pix), preferring the chosen label source; None when the AOI has neither.
+    Files in labels/ number buildings per file, so they cannot score tracking."""
+    if files.labels.parent.name != "labels":
+        return (files.labels, files.label_space) if files.labels.is_file() else None
+    aoi_dir = files.labels.parent.parent
+    for source in ("labels_match", "labels_match_pix"):
+        path = aoi_dir / source / f"{files.stem}_Buildings.geojson"
+        if path.is_file():
+            return path, LABEL_SOURCES[source]
+    return None
