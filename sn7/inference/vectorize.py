@@ -1,4 +1,5 @@
-"""Mask -> building polygons (one per 4-connected component), shared by evaluate and predict.
+"""Mask -> building polygons (one per 4-connected component), shared by evaluate and predict;
+label image -> polygons (one per label) for buildings split by sn7.inference.separation.
 
 Polygons come from rasterio.features.shapes on a component label image, in pixel coordinates
 (x = column, y = row), so their area is a pixel count; callers map them to a CRS if they need to.
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import shapely
 from affine import Affine
 from rasterio import features
 from scipy import ndimage
@@ -32,15 +34,26 @@ class Components:
 def vectorize(mask: np.ndarray, min_area: float = 0.0) -> Components:
     """Polygons of the True regions of `mask`, dropping those under `min_area` pixels."""
     labels, _ = ndimage.label(mask)  # default structure = 4-connectivity, as shapes() below
-    labels = labels.astype(np.int32)
-    polygons, ids = [], []
+    return vectorize_labels(labels, min_area)
+
+
+def vectorize_labels(labels: np.ndarray, min_area: float = 0.0) -> Components:
+    """One polygon per label of a label image (0 = background), e.g. buildings split by
+    `sn7.inference.separation`; touching labels stay separate polygons sharing an edge. A label
+    in several 4-connected pieces becomes one MultiPolygon. Labels under `min_area` pixels are
+    dropped from the polygons and zeroed in the returned label image."""
+    labels = np.asarray(labels).astype(np.int32)  # a copy: the caller's image is not edited
+    pieces: dict[int, list[BaseGeometry]] = {}
     for geom, value in features.shapes(
         labels, mask=labels > 0, connectivity=4, transform=Affine.identity()
     ):
-        polygon = shape(geom)
+        pieces.setdefault(int(value), []).append(shape(geom))
+    polygons, ids = [], []
+    for value, parts in pieces.items():
+        polygon = parts[0] if len(parts) == 1 else shapely.union_all(parts)
         if polygon.area >= min_area:
             polygons.append(polygon)
-            ids.append(int(value))
+            ids.append(value)
     kept = np.asarray(ids, np.int32)
     if min_area > 0:
         labels[~np.isin(labels, kept)] = 0

@@ -1,0 +1,303 @@
+"""Building ids that persist across the monthly mosaics of one AOI, as SN7's SCOT scores them.
+
+Three modes (Hydra group conf/track/, key `mode`):
+- none: each month alone, ids 1..N per month (ids carry no meaning from month to month);
+- match: each month thresholded alone, then chained to earlier months by optimal one-to-one IoU
+  matching (sn7.metrics.matching), so a building keeps its id while its footprint wobbles;
+- aggregate: the SN7 winner's "temporal collapse": footprints are cut once from the mean of all
+  months' probabilities, and each footprint's monthly scores decide the month it appears.
+
+Polygons are in pixel coordinates (x = column, y = row), as sn7.inference.vectorize makes them.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from affine import Affine
+from rasterio import features
+from shapely.geometry.base import BaseGeometry
+
+from sn7.errors import ConfigError
+from sn7.inference.postprocess import clean_mask
+from sn7.inference.separation import separate_buildings
+from sn7.inference.vectorize import Components, vectorize, vectorize_labels
+from sn7.metrics.matching import SN7_IOU, iou_pairs, optimal_matches
+
+Building = tuple[int, BaseGeometry]  # (building id, footprint in pixel coordinates)
+
+
+@dataclass
+class TrackedMonths:
+    """Buildings of each month of one AOI, months in chronological order.
+
+    `first_seen` is derived from the ids (the first month an id occurs), so it means exactly what
+    SCOT sees in a submission: with `track_none`, id 3 of month 5 "was seen" in month 0.
+    """
+
+    months: list[list[Building]]
+    first_seen: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.first_seen = {}
+        for t, buildings in enumerate(self.months):
+            for building_id, _ in buildings:
+                self.first_seen.setdefault(building_id, t)
+
+    def __len__(self) -> int:
+        return len(self.months)
+
+    def ids(self, month: int) -> list[int]:
+        return [i for i, _ in self.months[month]]
+
+    def polygons(self, month: int) -> list[BaseGeometry]:
+        return [p for _, p in self.months[month]]
+
+    def is_new(self, month: int) -> list[bool]:
+        """Per building of `month`: does it appear for the first time there? Never in month 0,
+        where everything is already standing."""
+        return [month > 0 and self.first_seen[i] == month for i in self.ids(month)]
+
+    def footprints(self) -> dict[int, BaseGeometry]:
+        """Each id's latest footprint (for pictures that show every building once)."""
+        return {i: p for buildings in self.months for i, p in buildings}
+
+
+def track_none(month_polygons: Sequence[Sequence[BaseGeometry]]) -> TrackedMonths:
+    """Today's per-month behaviour: ids 1..N in each month, nothing carried over."""
+    return TrackedMonths([list(enumerate(polys, start=1)) for polys in month_polygons])
+
+
+def track_match(
+    month_polygons: Sequence[Sequence[BaseGeometry]],
+    min_iou: float = SN7_IOU,
+    max_missing: int | None = 3,
+) -> TrackedMonths:
+    """Chain the months by optimal one-to-one IoU matching (IoU > 0.25, as SCOT matches).
+
+    Month t is matched first to month t-1's footprints; its still unmatched footprints are then
+    matched to the last known footprint of every track not matched in month t that was seen at
+    most `max_missing` months ago (None: any), so a building hidden by a cloud or missed for a
+    month gets its old id back. What stays unmatched gets a new id.
+    """
+    months: list[list[Building]] = []
+    last: dict[int, tuple[BaseGeometry, int]] = {}  # id -> (latest footprint, month)
+    previous: list[Building] = []
+    next_id = 1
+    for t, polys in enumerate(month_polygons):
+        polys = list(polys)
+        assigned = [0] * len(polys)
+        for a, b, _ in optimal_matches(iou_pairs(polys, [p for _, p in previous]), min_iou):
+            assigned[int(a)] = previous[int(b)][0]
+        taken = set(assigned)
+        lost = [
+            (i, p)
+            for i, (p, seen) in last.items()
+            if i not in taken and (max_missing is None or t - seen - 1 <= max_missing)
+        ]
+        free = [k for k, i in enumerate(assigned) if i == 0]
+        free_polys = [polys[k] for k in free]
+        for a, b, _ in optimal_matches(iou_pairs(free_polys, [p for _, p in lost]), min_iou):
+            assigned[free[int(a)]] = lost[int(b)][0]
+        for k, i in enumerate(assigned):
+            if i == 0:
+                assigned[k], next_id = next_id, next_id + 1
+        previous = list(zip(assigned, polys, strict=True))
+        last.update((i, (p, t)) for i, p in previous)
+        months.append(previous)
+    return TrackedMonths(months)
+
+
+def temporal_mean(probs: np.ndarray, valids: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32 mean of the (T, H, W) probabilities over the months where each pixel is
+    valid, so a cloud or an alpha=0 month cannot pull a building's mean down (0 where never
+    valid)."""
+    probs = np.asarray(probs, np.float32)
+    if valids is None:
+        return probs.mean(axis=0)
+    valids = np.asarray(valids, bool)
+    count = valids.sum(axis=0)
+    total = np.where(valids, probs, 0.0).sum(axis=0)
+    return np.divide(total, count, out=np.zeros(count.shape, np.float32), where=count > 0)
+
+
+def monthly_scores(
+    labels: np.ndarray,
+    ids: np.ndarray,
+    probs: np.ndarray,
+    valids: np.ndarray | None = None,
+    min_valid: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, N) mean probability of each footprint `ids` of `labels` in each month over its valid
+    pixels, and (T, N) evidence: is at least `min_valid` of the footprint valid that month?"""
+    n_labels = int(labels.max()) + 1
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n_labels)[ids].astype(np.float64)
+    scores = np.zeros((len(probs), len(ids)), np.float32)
+    evidence = np.zeros((len(probs), len(ids)), bool)
+    for t, prob in enumerate(probs):
+        valid = np.ones(flat.shape, bool) if valids is None else np.asarray(valids[t]).ravel()
+        n_valid = np.bincount(flat, weights=valid, minlength=n_labels)[ids]
+        total = np.bincount(flat, weights=np.where(valid, prob.ravel(), 0), minlength=n_labels)
+        scores[t] = np.divide(total[ids], n_valid, out=np.zeros(len(ids)), where=n_valid > 0)
+        evidence[t] = n_valid >= min_valid * area
+    return scores, evidence
+
+
+def first_appearance(
+    scores: np.ndarray, evidence: np.ndarray, presence_threshold: float = 0.4
+) -> int | None:
+    """The month a footprint appears, from its (T,) monthly scores, or None if it never does.
+
+    Only months with evidence count. Over them, the change point is the split maximising
+    mean(after) - mean(before) (the earliest on ties). If the months before it look empty
+    (mean < presence_threshold) and the months after look built (mean >= presence_threshold),
+    the building appears at the first evidence month after the split: a month without evidence
+    keeps the previous decision (absent). Otherwise a footprint whose evidence months average
+    >= presence_threshold stood from month 0 (months before its first evidence included, as
+    SN7 buildings are not demolished), and any other is dropped.
+    """
+    months = np.flatnonzero(evidence)
+    s = np.asarray(scores, np.float64)[months]
+    if len(s) == 0:
+        return None
+    if len(s) >= 2:
+        csum = np.cumsum(s)
+        k = np.arange(1, len(s))
+        before = csum[:-1] / k
+        after = (csum[-1] - csum[:-1]) / (len(s) - k)
+        best = int(np.argmax(after - before))
+        if before[best] < presence_threshold <= after[best]:
+            return int(months[best + 1])
+    return 0 if s.mean() >= presence_threshold else None
+
+
+def track_aggregate(
+    probs: np.ndarray,
+    valids: np.ndarray | None = None,
+    threshold: float = 0.4,
+    seed_threshold: float = 0.6,
+    min_distance: int = 2,
+    presence_threshold: float = 0.4,
+    min_area: float = 4.0,
+    min_valid: float = 0.5,
+    post: Mapping | None = None,
+) -> TrackedMonths:
+    """Footprints cut once from the temporal mean map, each present from its first appearance.
+
+    The mean map is thresholded at `threshold` (lower than a single month's threshold: a building
+    standing for the last 40% of the months averages about 0.05 + 0.4 * 0.85 = 0.39 with typical
+    absent/present probabilities 0.05/0.9, while noise in one month of four averages < 0.3),
+    cleaned with `post` (sn7.inference.postprocess), split into touching buildings by
+    `separate_buildings(seed_threshold, min_distance)` and vectorised, dropping footprints under
+    `min_area` pixels. Then `first_appearance` on each footprint's monthly scores decides the
+    month it appears (dropping footprints that never do). Ids are 1..N in order of appearance.
+    Known limit: a building standing only in the last few months of a long stack averages below
+    `threshold` and is missed.
+    """
+    probs = np.asarray(probs, np.float32)
+    mean = temporal_mean(probs, valids)
+    mask = mean >= threshold
+    if valids is not None:
+        mask &= np.asarray(valids, bool).any(axis=0)
+    mask = clean_mask(mask, **dict(post or {}))
+    labels = separate_buildings(mean, mask, seed_threshold, min_distance)
+    components = vectorize_labels(labels, min_area)
+    scores, evidence = monthly_scores(components.labels, components.ids, probs, valids, min_valid)
+    appear = [
+        first_appearance(scores[:, j], evidence[:, j], presence_threshold)
+        for j in range(len(components.ids))
+    ]
+    kept = sorted((t, j) for j, t in enumerate(appear) if t is not None)
+    ids = {j: i for i, (_, j) in enumerate(kept, start=1)}
+    return TrackedMonths(
+        [[(ids[j], components.polygons[j]) for t0, j in kept if t0 <= t] for t in range(len(probs))]
+    )
+
+
+def extract_buildings(
+    prob: np.ndarray,
+    valid: np.ndarray | None,
+    threshold: float,
+    post: Mapping | None = None,
+    min_area: float = 0.0,
+) -> Components:
+    """One month's buildings, as evaluate and predict cut them: clean_mask((prob >= threshold) &
+    valid, **post), then vectorize. `post` may also hold `separate: true` (with `seed_threshold`,
+    default 0.6, and `min_distance`, default 2) to split touching buildings first."""
+    post = dict(post or {})
+    separate = post.pop("separate", False)
+    seed_threshold = post.pop("seed_threshold", 0.6)
+    min_distance = post.pop("min_distance", 2)
+    mask = prob >= threshold
+    if valid is not None:
+        mask &= np.asarray(valid, bool)
+    mask = clean_mask(mask, **post)
+    if separate:
+        return vectorize_labels(
+            separate_buildings(prob, mask, seed_threshold, min_distance), min_area
+        )
+    return vectorize(mask, min_area)
+
+
+def _call(fn: Callable, params: dict, **fixed):
+    """fn(**fixed, **params), naming the offending keys of the track config if it has foreign
+    ones (a typo there would otherwise be a TypeError deep in a run)."""
+    accepted = set(inspect.signature(fn).parameters) - set(fixed)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"track: unknown keys {unknown} for {fn.__name__}; known: {sorted(accepted)}"
+        )
+    return fn(**fixed, **params)
+
+
+def track_aoi(
+    cfg_track: Mapping,
+    probs: np.ndarray,
+    valids: np.ndarray | None,
+    threshold: float,
+    post: Mapping | None = None,
+    min_area: float = 0.0,
+) -> TrackedMonths:
+    """Buildings with ids of one AOI from its (T, H, W) monthly probabilities, as `cfg_track`
+    (conf/track/*.yaml) says. none/match threshold each month at `threshold` with `post` and
+    `min_area` exactly as evaluate does; aggregate uses its own thresholds (see track_aggregate)
+    and `min_area` unless the track config sets one."""
+    params = dict(cfg_track)
+    mode = params.pop("mode", None)
+    if mode == "aggregate":
+        if params.get("min_area") is None:
+            params["min_area"] = min_area
+        return _call(track_aggregate, params, probs=probs, valids=valids, post=post)
+    trackers = {"none": track_none, "match": track_match}
+    if mode not in trackers:
+        raise ConfigError(f"track.mode must be one of none, match, aggregate; got {mode!r}")
+    month_polygons = [
+        extract_buildings(
+            prob, None if valids is None else valids[t], threshold, post, min_area
+        ).polygons
+        for t, prob in enumerate(probs)
+    ]
+    return _call(trackers[mode], params, month_polygons=month_polygons)
+
+
+def month_masks(
+    tracked: TrackedMonths, shape: tuple[int, int], valids: np.ndarray | None = None
+) -> np.ndarray:
+    """(T, H, W) bool: each month's buildings rasterised (pixel-centre rule, which gives a mask
+    back exactly from sn7.inference.vectorize's pixel-edge polygons), cut to `valids` if given,
+    for the pixel metrics."""
+    out = np.zeros((len(tracked), *shape), bool)
+    for t in range(len(tracked)):
+        polygons = tracked.polygons(t)
+        if polygons:
+            out[t] = features.rasterize(
+                [(p, 1) for p in polygons], out_shape=shape, transform=Affine.identity()
+            ).astype(bool)
+    if valids is not None:
+        out &= np.asarray(valids, bool)
+    return out
