@@ -1,4 +1,4 @@
-"""Stage 3, evaluate: full-tile metrics of a checkpoint, chosen on one split and reported on another.
+"""Stage 3, evaluate: full-tile metrics of a checkpoint, chosen on one split, reported on another.
 
 Thresholds (pixel and building) are chosen on the checkpoint's *selection* split and stored with
 their provenance beside it; the headline is the *report* split scored at those thresholds, so
@@ -14,13 +14,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from sn7.checks import check_data, check_eval, check_infer
+from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
 from sn7.data.layout import discover_images
 from sn7.data.prepared import Prepared, prepare
@@ -30,9 +30,15 @@ from sn7.inference.checkpoint import LoadedModel, load_model
 from sn7.inference.scoring import ReportSettings, SplitScore, score_split
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.thresholds import SelectedThresholds, file_sha256, mismatch, read_selected
-from sn7.metrics.buildings import BuildingCounts
-from sn7.metrics.pixel import best_row, counts_from, scores, sweep_metric, sweep_rows
-from sn7.metrics.pixel import threshold_grid
+from sn7.inference.tracking import TrackedMonths
+from sn7.metrics.pixel import (
+    best_row,
+    counts_from,
+    scores,
+    sweep_metric,
+    sweep_rows,
+    threshold_grid,
+)
 from sn7.metrics.scot import scot_mean
 from sn7.utils.config import to_container
 from sn7.utils.console import console, progress_bar
@@ -116,9 +122,11 @@ def data_config(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> DictCo
     return OmegaConf.create(merged)
 
 
-def selection_config(cfg: DictConfig, loaded: LoadedModel) -> DictConfig:
-    """The checkpoint's own data and split: where its thresholds are chosen, whatever is scored."""
-    return data_config(cfg, loaded, given=set())
+def selection_config(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> DictConfig:
+    """The checkpoint's own data and split: where its thresholds are chosen, whatever is scored.
+    A checkpoint without its training config selects on the given root's selection split."""
+    own = bool(loaded.run_config.get("data"))
+    return data_config(cfg, loaded, given=set() if own else given)
 
 
 @dataclass
@@ -138,10 +146,11 @@ class Scope:
         return {f.stem: f for f in discover_images(data.root, data.image_dir, data.label_source)}
 
     def describe(self) -> dict:
-        rows = self.rows()
         split = self.prepared.split
-        info = describe(split[split["stem"].isin(rows["stem"])].assign(split=self.split), self.split)
-        return info | {"data_root": str(Path(self.prep_cfg.data.root).resolve())}
+        if self.split == "all":
+            split = split[split["stem"].isin(self.rows()["stem"])]
+        root = str(Path(self.prep_cfg.data.root).resolve())
+        return describe(split, self.split) | {"data_root": root}
 
 
 def report_scope(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> Scope:
@@ -157,8 +166,8 @@ def report_scope(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> Scope
     return scope
 
 
-def selection_scope(cfg: DictConfig, loaded: LoadedModel) -> Scope:
-    prep_cfg = selection_config(cfg, loaded)
+def selection_scope(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> Scope:
+    prep_cfg = selection_config(cfg, loaded, given)
     if not Path(prep_cfg.data.root).exists():
         raise ConfigError(
             f"no thresholds chosen on a selection split are stored for this checkpoint, and its "
@@ -177,7 +186,7 @@ def selection_scope(cfg: DictConfig, loaded: LoadedModel) -> Scope:
     return scope
 
 
-def choose_thresholds(cfg, loaded, predictor, grid: list[float]) -> SelectedThresholds:
+def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> SelectedThresholds:
     """Thresholds chosen on the selection split: stored ones when they still apply, else chosen
     now (and stored). A fixed eval.threshold is used as given."""
     ev = cfg.eval
@@ -190,7 +199,7 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float]) -> SelectedThre
     stored = read_selected_or_none(loaded.path)
     if stored is not None and mismatch(stored, sha, post, ev.min_area) is None:
         return stored
-    scope = selection_scope(cfg, loaded)
+    scope = selection_scope(cfg, loaded, given)
     building_grid = [float(t) for t in (ev.building_thresholds or [])] or grid
     console.print(
         f"choosing thresholds on the selection split ({len(scope.rows())} images of "
@@ -259,8 +268,12 @@ class Pictures:
     def on_aoi(self, aoi, months, tracked, truths) -> None:
         if tracked is None or len(months) < 2:
             return
+        truth = None
+        if all(t.ids is not None for t in truths):
+            truth = TrackedMonths([list(zip(t.ids, t.geoms, strict=True)) for t in truths])
         path = self.change_dir / f"{aoi}.png"
-        change_map(tracked, truths, [m.row.date for m in months], months[0].prob.shape, path)
+        names = [m.row.date for m in months]
+        change_map(tracked, truth, names, months[0].prob.shape, path, title=aoi)
         self.change_maps.append(path)
 
     def finish(self) -> None:
@@ -280,21 +293,28 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     scope = report_scope(cfg, loaded, given)
     predictor = predictor_for(cfg, loaded)
     grid = threshold_grid(**ev.thresholds)
-    selected = choose_thresholds(cfg, loaded, predictor, grid)
+    selected = choose_thresholds(cfg, loaded, predictor, grid, given)
     grid = sorted(set(grid) | {selected.pixel})
     out_dir = Path(cfg.paths.run_dir)
     pictures = Pictures(out_dir, int(ev.gallery), loaded.spec, selected.pixel)
     report = ReportSettings(
         to_container(cfg.track), selected.building, to_container(cfg.post), ev.min_area
     )
+    table: list[dict] = []
+
+    def on_month(month) -> None:
+        table.append(tile_row(month, grid.index(selected.pixel)))
+        pictures.on_month(month)
+
     score = run_scoring(
         scope, loaded, predictor, grid, min_truth_area=ev.min_truth_area, report=report,
-        on_month=pictures.on_month, on_aoi=pictures.on_aoi,
+        on_month=on_month, on_aoi=pictures.on_aoi,
     )  # fmt: skip
     pictures.finish()
-    table = per_tile_table(score, grid.index(selected.pixel))
-    crop = crop_metrics(loaded, predictor, scope.rows(), selected.pixel) if ev.crop_metrics else None
-    metrics = assemble_metrics(cfg, loaded, scope, selected, score, crop, pictures)
+    crop = None
+    if ev.crop_metrics:
+        crop = crop_metrics(loaded, predictor, scope.rows(), selected.pixel)
+    metrics = assemble_metrics(cfg, loaded, scope, selected, score, crop, pictures, given)
     sweep = sweep_rows(grid, score.pixel_counts)
     write_outputs(out_dir, metrics, table, sweep, metrics["pixel"]["headline"])
     if ev.publish:
@@ -303,8 +323,23 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     return metrics
 
 
-def per_tile_table(score: SplitScore, t_index: int) -> list[dict]:
-    return score.tiles if hasattr(score, "tiles") else []
+def tile_row(month, t_index: int) -> dict:
+    """One row of per_tile.csv: pixel scores at the selected threshold, tracked buildings."""
+    pix = sweep_rows([0.0], month.pixel_counts[t_index : t_index + 1])[0]
+    valid = month.mask != IGNORE
+    b = month.buildings.as_dict() if month.buildings is not None else {}
+    return {
+        "aoi": month.row.aoi,
+        "date": month.row.date,
+        "stem": month.row.stem,
+        **{k: pix[k] for k in ("iou", "precision", "recall", "f1")},
+        "building_tp": b.get("tp"),
+        "building_fp": b.get("fp"),
+        "building_fn": b.get("fn"),
+        "building_f1": b.get("f1"),
+        "building_f1_sn7": b.get("f1_sn7"),
+        "truth_frac": float((month.mask == BUILDING).sum() / max(valid.sum(), 1)),
+    }
 
 
 def crop_metrics(loaded, predictor, rows: pd.DataFrame, threshold: float) -> dict:
@@ -322,29 +357,28 @@ def crop_metrics(loaded, predictor, rows: pd.DataFrame, threshold: float) -> dic
     }
 
 
-def held_out(loaded: LoadedModel, scope: Scope, selected: SelectedThresholds) -> bool:
+def held_out(cfg, loaded, scope: Scope, selected: SelectedThresholds, given) -> bool:
     """True when nothing was chosen or trained on the reported images: the report split of the
     checkpoint's own root, or a foreign root none of whose AOIs it was trained or selected on."""
     reported = set(scope.rows()["aoi"])
     selected_aois = set(selected.selected_on.get("aois") or [])
-    if scope.foreign:
-        seen = selected_aois | set(_training_aois(loaded))
-        return not (reported & seen)
-    return scope.split == "test" and not (reported & selected_aois)
+    if not scope.foreign:
+        return scope.split == "test" and not (reported & selected_aois)
+    own = selection_config(cfg, loaded, given)
+    if not Path(own.data.root).exists():
+        return not (reported & selected_aois)  # training AOIs unknown here: names checked only
+    split = prepare(own, quiet=True).split
+    return not (reported & (selected_aois | set(split.loc[split["split"] != "test", "aoi"])))
 
 
-def _training_aois(loaded: LoadedModel) -> list[str]:
-    return list((loaded.run_config.get("trained_on") or {}).get("aois") or [])
-
-
-def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pictures) -> dict:
+def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pictures, given):
     ev = cfg.eval
     grid = score.thresholds
     sweep = sweep_rows(grid, score.pixel_counts)
     headline = sweep[grid.index(selected.pixel)]
     oracle = best_row(sweep, "iou")
     reported = scope.describe()
-    is_held_out = held_out(loaded, scope, selected)
+    is_held_out = held_out(cfg, loaded, scope, selected, given)
     tracked_pixel = scores(*score.tracked_counts[:3].tolist())
     scot = scot_mean(score.scot) if score.scot else None
     return {
@@ -380,6 +414,3 @@ def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pict
 
 def _public(r: dict) -> dict:
     return {k: r[k] for k in ("threshold", "iou", "precision", "recall", "f1")}
-
-
-__all__ = ["BuildingCounts", "evaluate", "command_line_keys", "np"]

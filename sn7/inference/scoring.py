@@ -187,18 +187,19 @@ def _score_tracked(
     aoi: str, months: list[MonthScore], truths: list[Truth], report: ReportSettings, score
 ) -> object:
     """Track the AOI's footprints and score them month by month (buildings, SCOT, tracked mask)."""
-    probs = [m.prob for m in months]
-    valids = [m.mask != IGNORE for m in months]
+    probs = np.stack([m.prob for m in months])
+    valids = np.stack([m.mask != IGNORE for m in months])
     tracked = track_aoi(
         report.track, probs, valids, report.building_threshold, report.post, report.min_area
     )
-    masks = month_masks(tracked, probs[0].shape)
+    masks = month_masks(tracked, probs.shape[1:], valids)
+    del probs
     has_ids = all(t.ids is not None for t in truths)
     scot = ScotAccumulator() if has_ids and len(months) >= 2 else None
     if not has_ids:
         score.no_ids.append(aoi)
     for i, (month, truth) in enumerate(zip(months, truths, strict=True)):
-        ids, geoms = tracked.ids_and_polygons(i)
+        ids, geoms = tracked.ids(i), tracked.polygons(i)
         preds, pred_ids, kept = scored_buildings(geoms, truth, month.mask, ids)
         month.buildings = match_buildings(preds, kept.geoms)
         score.buildings += month.buildings
