@@ -2,23 +2,51 @@
 
 sn7 checkpoints carry the model config (`_target_` + arguments) and the input spec in their
 hyperparameters, so evaluation and prediction need nothing else from the user.
+
+A checkpoint may come from someone else, and a pickle can run code as it loads. So files are
+opened with `torch.load(weights_only=True)` (tensors and plain containers only; sn7 saves nothing
+else), and the model is built only from an allow-listed class (sn7.models.registry).
 """
 
 from __future__ import annotations
 
+import pickle
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import nn
 
 from sn7.data.input_spec import InputSpec
 from sn7.errors import CheckpointError, SN7Error
+from sn7.models.registry import build_model, refusal
 
 FORMAT_KEY = "sn7_format"
 MODEL_PREFIX = "model."
+CONVERT = "python -m sn7.convert {path} NEW.ckpt --trust"
+# What the pickle of an older sn7 checkpoint may name besides tensors: OmegaConf containers
+# saved as hyperparameters, and the plain types they hold. Only chooses the message; such files
+# are never unpickled here.
+_OLD_FORMAT_MODULES = ("omegaconf.",)
+_OLD_FORMAT_GLOBALS = frozenset(
+    {
+        "typing.Any",
+        "builtins.dict",
+        "builtins.list",
+        "builtins.tuple",
+        "builtins.set",
+        "builtins.int",
+        "builtins.float",
+        "builtins.str",
+        "builtins.bool",
+        "collections.defaultdict",
+        "collections.OrderedDict",
+        "pathlib.PosixPath",
+        "pathlib.WindowsPath",
+    }
+)
 
 
 @dataclass
@@ -35,18 +63,55 @@ class LoadedModel:
         return self.path.with_name(self.path.name + ".eval.json")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pickled_globals(path: Path, exc: BaseException) -> list[str]:
+    """The functions/classes the file's pickle names, read without running it."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # not a zip checkpoint (legacy format): fall back on torch's message
+        return re.findall(r"GLOBAL ([\w.]+)", str(exc))
+
+
+def _unsafe_pickle_error(path: Path, exc: BaseException) -> CheckpointError:
+    names = _pickled_globals(path, exc)
+    if not names:
+        reason = re.search(r"(Unsupported [^\n]*)", str(exc))
+        return CheckpointError(
+            f"not a readable PyTorch checkpoint: {reason[1] if reason else _first_line(exc)}", path
+        )
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    old = all(n.startswith(_OLD_FORMAT_MODULES) or n in _OLD_FORMAT_GLOBALS for n in names)
+    if old:
+        return CheckpointError(
+            f"written by an older sn7 (its pickle holds {shown}), which only loads by running "
+            f"the pickle; if you trust its source, convert it once: {CONVERT.format(path=path)}",
+            path,
+        )
+    return CheckpointError(
+        f"refused: loading it would call {shown}; a checkpoint holds only tensors and plain "
+        "values, so this file was not written by sn7 (or was altered)",
+        path,
+    )
+
+
 def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, unpickled with weights_only=True: nothing in the file can run."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError("is a folder; give the .ckpt file (e.g. checkpoints/best.ckpt)", path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise _unsafe_pickle_error(path, exc) from exc
     except Exception as exc:  # torch.load raises many types for a bad file; all mean "unreadable"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"not a readable PyTorch checkpoint (truncated?): {first}", path
+            f"not a readable PyTorch checkpoint (truncated?): {_first_line(exc)}", path
         ) from exc
     if not isinstance(ckpt, dict) or FORMAT_KEY not in ckpt:
         raise CheckpointError(
@@ -55,8 +120,11 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Rebuild the trained model from its checkpoint alone."""
+def load_model(path: str | Path, trusted_models: Iterable[str] = ()) -> LoadedModel:
+    """Rebuild the trained model from its checkpoint alone.
+
+    `trusted_models`: `_target_`s the user allows beyond sn7's own models (config key
+    `trusted_models`)."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     hparams = ckpt.get("hyper_parameters", {})
@@ -67,11 +135,15 @@ def load_model(path: str | Path) -> LoadedModel:
         raise CheckpointError(
             f"sn7 checkpoint lacks {exc}; was it written by train.py?", path
         ) from exc
+    trusted = list(trusted_models or ())
+    reason = refusal(model_config, trusted)
+    if reason is not None:
+        raise CheckpointError(reason, path)
     try:
-        model = instantiate(model_config)
-    except (InstantiationException, SN7Error) as exc:
+        model = build_model(model_config, trusted)
+    except (ImportError, ValueError, TypeError, SN7Error) as exc:
         raise CheckpointError(
-            f"cannot rebuild model {model_config.get('_target_')}: {exc}", path
+            f"cannot rebuild model {model_config.get('_target_')}: {_first_line(exc)}", path
         ) from exc
     state = {
         k[len(MODEL_PREFIX) :]: v
