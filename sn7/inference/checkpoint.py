@@ -10,43 +10,19 @@ else), and the model is built only from an allow-listed class (sn7.models.regist
 
 from __future__ import annotations
 
-import pickle
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from sn7.data.input_spec import InputSpec
 from sn7.errors import CheckpointError, SN7Error
 from sn7.models.registry import build_model, refusal
+from sn7.utils.safe_load import first_line, load_weights_only
 
 FORMAT_KEY = "sn7_format"
 MODEL_PREFIX = "model."
-CONVERT = "python -m sn7.convert {path} NEW.ckpt --trust"
-# What the pickle of an older sn7 checkpoint may name besides tensors: OmegaConf containers
-# saved as hyperparameters, and the plain types they hold. Only chooses the message; such files
-# are never unpickled here.
-_OLD_FORMAT_MODULES = ("omegaconf.",)
-_OLD_FORMAT_GLOBALS = frozenset(
-    {
-        "typing.Any",
-        "builtins.dict",
-        "builtins.list",
-        "builtins.tuple",
-        "builtins.set",
-        "builtins.int",
-        "builtins.float",
-        "builtins.str",
-        "builtins.bool",
-        "collections.defaultdict",
-        "collections.OrderedDict",
-        "pathlib.PosixPath",
-        "pathlib.WindowsPath",
-    }
-)
 
 
 @dataclass
@@ -63,41 +39,6 @@ class LoadedModel:
         return self.path.with_name(self.path.name + ".eval.json")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _pickled_globals(path: Path, exc: BaseException) -> list[str]:
-    """The functions/classes the file's pickle names, read without running it."""
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:  # not a zip checkpoint (legacy format): fall back on torch's message
-        return re.findall(r"GLOBAL ([\w.]+)", str(exc))
-
-
-def _unsafe_pickle_error(path: Path, exc: BaseException) -> CheckpointError:
-    names = _pickled_globals(path, exc)
-    if not names:
-        reason = re.search(r"(Unsupported [^\n]*)", str(exc))
-        return CheckpointError(
-            f"not a readable PyTorch checkpoint: {reason[1] if reason else _first_line(exc)}", path
-        )
-    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-    old = all(n.startswith(_OLD_FORMAT_MODULES) or n in _OLD_FORMAT_GLOBALS for n in names)
-    if old:
-        return CheckpointError(
-            f"written by an older sn7 (its pickle holds {shown}), which only loads by running "
-            f"the pickle; if you trust its source, convert it once: {CONVERT.format(path=path)}",
-            path,
-        )
-    return CheckpointError(
-        f"refused: loading it would call {shown}; a checkpoint holds only tensors and plain "
-        "values, so this file was not written by sn7 (or was altered)",
-        path,
-    )
-
-
 def read_checkpoint(path: str | Path) -> dict:
     """The checkpoint dict, unpickled with weights_only=True: nothing in the file can run."""
     path = Path(path)
@@ -105,14 +46,7 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError("is a folder; give the .ckpt file (e.g. checkpoints/best.ckpt)", path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise _unsafe_pickle_error(path, exc) from exc
-    except Exception as exc:  # torch.load raises many types for a bad file; all mean "unreadable"
-        raise CheckpointError(
-            f"not a readable PyTorch checkpoint (truncated?): {_first_line(exc)}", path
-        ) from exc
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or FORMAT_KEY not in ckpt:
         raise CheckpointError(
             "not an sn7 checkpoint (no model config inside); use a .ckpt written by train.py", path
@@ -143,7 +77,7 @@ def load_model(path: str | Path, trusted_models: Iterable[str] = ()) -> LoadedMo
         model = build_model(model_config, trusted)
     except (ImportError, ValueError, TypeError, SN7Error) as exc:
         raise CheckpointError(
-            f"cannot rebuild model {model_config.get('_target_')}: {_first_line(exc)}", path
+            f"cannot rebuild model {model_config.get('_target_')}: {first_line(exc)}", path
         ) from exc
     state = {
         k[len(MODEL_PREFIX) :]: v
