@@ -17,9 +17,9 @@ import torch
 from sn7.errors import CheckpointError
 
 CONVERT = "python -m sn7.convert {path} NEW.ckpt --trust"
-# What the pickle of an older sn7 checkpoint may name besides tensors: OmegaConf containers saved
-# as hyperparameters and the plain types inside them. This only picks the message; such a file
-# is never unpickled here.
+# What the pickle of an older sn7 checkpoint may name besides tensors: OmegaConf containers (or
+# Lightning's AttributeDict) saved as hyperparameters and the plain types inside them. This only
+# picks the message; such a file is never unpickled here.
 _OLD_FORMAT_MODULES = ("omegaconf.",)
 _OLD_FORMAT_GLOBALS = frozenset(
     {
@@ -36,6 +36,8 @@ _OLD_FORMAT_GLOBALS = frozenset(
         "collections.OrderedDict",
         "pathlib.PosixPath",
         "pathlib.WindowsPath",
+        "pytorch_lightning.utilities.parsing.AttributeDict",
+        "lightning_fabric.utilities.data.AttributeDict",
     }
 )
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from pytorch_lightning.utilities.parsing import AttributeDict
 
 from sn7.convert import main as convert_main
 from sn7.convert import plain
@@ -256,17 +257,22 @@ def test_a_user_trusted_target_is_built_and_an_untrusted_one_never_imported(
     assert loaded.model_config == {"_target_": "pixel_net.PixelNet", "in_ch": 4}
 
 
-def _old_format(tmp_path, tiny_checkpoint):
+def _old_format(tmp_path, tiny_checkpoint, container=OmegaConf.create):
     """A checkpoint whose hyperparameters are OmegaConf objects, as an older sn7 wrote them."""
     ckpt = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"] = OmegaConf.create(ckpt["hyper_parameters"])
+    ckpt["hyper_parameters"] = container(ckpt["hyper_parameters"])
     path = tmp_path / "old.ckpt"
     torch.save(ckpt, path)
     return path
 
 
-def test_an_old_format_checkpoint_says_how_to_convert_it(tmp_path, tiny_checkpoint):
-    path = _old_format(tmp_path, tiny_checkpoint)
+def _attribute_dict(hparams):
+    return AttributeDict(hparams, model=OmegaConf.create(hparams["model"]))
+
+
+@pytest.mark.parametrize("container", [OmegaConf.create, _attribute_dict])
+def test_an_old_format_checkpoint_says_how_to_convert_it(tmp_path, tiny_checkpoint, container):
+    path = _old_format(tmp_path, tiny_checkpoint, container)
     with pytest.raises(CheckpointError) as exc:
         load_model(path)
     message = str(exc.value)
