@@ -59,7 +59,23 @@ def check_infer(infer: Mapping) -> None:
         f"infer.overlap={overlap} must be >= 0 and smaller than infer.window={window} "
         "(the stride, window - overlap, must be positive)",
     )
-    _require(int(infer["batch_size"]) >= 1, f"infer.batch_size={infer['batch_size']} must be >= 1")
+    batch = infer["batch_size"]
+    _require(
+        batch == "auto" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1),
+        f"infer.batch_size={batch} must be auto or a whole number >= 1",
+    )
+    device = str(infer.get("device", "auto"))
+    _require(
+        device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
+        f"infer.device={device!r} must be auto, cpu or cuda",
+    )
+    if device.startswith("cuda"):
+        import torch  # lazily: this leaf module imports no heavy library at module level
+
+        _require(
+            torch.cuda.is_available(),
+            f"infer.device={device} but torch sees no CUDA GPU; use infer.device=auto or cpu",
+        )
 
 
 def check_eval(ev: Mapping) -> None:

@@ -287,7 +287,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     ev = cfg.eval
     check_eval(ev)
     check_infer(cfg.infer)
-    loaded = load_model(cfg.ckpt_path)
+    loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     given = set(given)
     check_against_checkpoint(cfg, loaded, given)
     scope = report_scope(cfg, loaded, given)

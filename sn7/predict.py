@@ -137,7 +137,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     p = cfg.predict
     check_predict(p)
     check_infer(cfg.infer)
-    loaded = load_model(cfg.ckpt_path)
+    loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     inputs = list_inputs(str(cfg.input))
     threshold = resolve_threshold(p.threshold, loaded)
     predictor = predictor_for(cfg, loaded)

@@ -65,7 +65,7 @@ def train(cfg: DictConfig) -> float | None:
         plugins=[AtomicCheckpointIO()],
     )
     started = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
     minutes = (time.perf_counter() - started) / 60
 
     results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

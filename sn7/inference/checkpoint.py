@@ -2,20 +2,24 @@
 
 sn7 checkpoints carry the model config (`_target_` + arguments) and the input spec in their
 hyperparameters, so evaluation and prediction need nothing else from the user.
+
+A checkpoint may come from someone else, and a pickle can run code as it loads. So files are
+opened with `torch.load(weights_only=True)` (tensors and plain containers only; sn7 saves nothing
+else), and the model is built only from an allow-listed class (sn7.models.registry).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from torch import nn
 
 from sn7.data.input_spec import InputSpec
 from sn7.errors import CheckpointError, SN7Error
+from sn7.models.registry import build_model, refusal
+from sn7.utils.safe_load import first_line, load_weights_only
 
 FORMAT_KEY = "sn7_format"
 MODEL_PREFIX = "model."
@@ -36,18 +40,13 @@ class LoadedModel:
 
 
 def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict, unpickled with weights_only=True: nothing in the file can run."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError("is a folder; give the .ckpt file (e.g. checkpoints/best.ckpt)", path)
     if not path.is_file():
         raise CheckpointError("checkpoint not found", path)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch.load raises many types for a bad file; all mean "unreadable"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"not a readable PyTorch checkpoint (truncated?): {first}", path
-        ) from exc
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or FORMAT_KEY not in ckpt:
         raise CheckpointError(
             "not an sn7 checkpoint (no model config inside); use a .ckpt written by train.py", path
@@ -55,8 +54,11 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """Rebuild the trained model from its checkpoint alone."""
+def load_model(path: str | Path, trusted_models: Iterable[str] = ()) -> LoadedModel:
+    """Rebuild the trained model from its checkpoint alone.
+
+    `trusted_models`: `_target_`s the user allows beyond sn7's own models (config key
+    `trusted_models`)."""
     path = Path(path)
     ckpt = read_checkpoint(path)
     hparams = ckpt.get("hyper_parameters", {})
@@ -67,11 +69,15 @@ def load_model(path: str | Path) -> LoadedModel:
         raise CheckpointError(
             f"sn7 checkpoint lacks {exc}; was it written by train.py?", path
         ) from exc
+    trusted = list(trusted_models or ())
+    reason = refusal(model_config, trusted)
+    if reason is not None:
+        raise CheckpointError(reason, path)
     try:
-        model = instantiate(model_config)
-    except (InstantiationException, SN7Error) as exc:
+        model = build_model(model_config, trusted)
+    except (ImportError, ValueError, TypeError, SN7Error) as exc:
         raise CheckpointError(
-            f"cannot rebuild model {model_config.get('_target_')}: {exc}", path
+            f"cannot rebuild model {model_config.get('_target_')}: {first_line(exc)}", path
         ) from exc
     state = {
         k[len(MODEL_PREFIX) :]: v

@@ -24,6 +24,7 @@ from torchmetrics.classification import (
 from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
 from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
+from sn7.utils.config import to_container
 from sn7.viz.panels import prediction_panel, rgb_preview
 
 CHECKPOINT_FORMAT = "sn7-segmentation/1"
@@ -55,6 +56,10 @@ class SegmentationTask(pl.LightningModule):
         run_config: dict | None = None,
     ):
         super().__init__()
+        # plain containers only: checkpoints must open with torch.load(weights_only=True)
+        model, loss, optimizer, scheduler, input_spec, run_config = (
+            to_container(c) for c in (model, loss, optimizer, scheduler, input_spec, run_config)
+        )
         self.save_hyperparameters()
         self.spec = InputSpec.from_dict(input_spec)
         self.model = instantiate(model)
