@@ -21,7 +21,7 @@ from sn7.constants import IGNORE
 from sn7.data.layout import image_files_of
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import write_geotiff
-from sn7.data.vector_io import area_m2, pixel_to_crs, write_geojson
+from sn7.data.vector_io import apply_affine, area_m2, write_geojson
 from sn7.errors import DataError, SN7Error
 from sn7.inference.checkpoint import LoadedModel, load_model
 from sn7.inference.postprocess import clean_mask
@@ -78,7 +78,7 @@ def resolve_threshold(value, loaded: LoadedModel) -> float:
 
 
 def buildings_frame(components, prob, info, out_crs: str) -> gpd.GeoDataFrame:
-    geoms = gpd.GeoSeries(pixel_to_crs(components.polygons, info.transform), crs=info.crs)
+    geoms = gpd.GeoSeries(apply_affine(components.polygons, info.transform), crs=info.crs)
     geoms = geoms.make_valid()
     frame = gpd.GeoDataFrame(
         {
