@@ -18,7 +18,7 @@ from rasterio import features
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.footprints import Footprints, load_footprints
 from sn7.data.layout import ImageFiles
-from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
+from sn7.data.raster_io import info_of, open_raster, read_raster, read_valid
 from sn7.errors import DataError
 
 
@@ -58,14 +58,9 @@ def burn(geoms, shape: tuple[int, int], all_touched: bool = False) -> np.ndarray
     )
 
 
-def valid_pixels(
-    tile: ImageFiles, info: RasterInfo, alpha_band: int | None, src=None
-) -> np.ndarray:
+def valid_pixels(tile: ImageFiles, alpha_band: int | None, src=None) -> np.ndarray:
     """(H, W) bool: True where the image has data (alpha > 0) and no UDM raster flags it."""
-    if alpha_band is None:
-        valid = np.ones((info.height, info.width), bool)
-    else:
-        valid = read_raster(tile.image, [alpha_band], src=src)[0] > 0
+    valid = read_valid(tile.image, alpha_band, src=src)
     if tile.udm_raster is not None:
         udm = read_raster(tile.udm_raster, [1])[0]
         if udm.shape != valid.shape:
@@ -81,7 +76,7 @@ def rasterize_tile(tile: ImageFiles, settings: RasterizeSettings) -> TileMask:
     """Build the mask of one tile from its image (size, CRS, alpha) and label files."""
     with open_raster(tile.image) as src:
         info = info_of(src, tile.image)
-        valid = valid_pixels(tile, info, settings.alpha_band, src=src)
+        valid = valid_pixels(tile, settings.alpha_band, src=src)
     shape = (info.height, info.width)
     buildings: Footprints = load_footprints(tile.labels, tile.label_space, info)
     mask = burn(buildings.geoms, shape, settings.all_touched)
