@@ -1,31 +1,24 @@
 """Full-tile prediction by overlapping windows, blended with a smooth weight (no seams).
 
-Windows are spread evenly so that neighbours overlap by at least `overlap` px and the last one is
-flush with the tile edge; any tile size works (1023 px included; a tile smaller than the window is
-one window). Each pixel's probability is the weight-averaged probability of the windows covering
-it; the weight rises from ~0 at a window's edge to 1 over `overlap` px (raised cosine), so a
-window's zero-padded borders, where a CNN is least reliable, count least.
+Windows step by `window - overlap` px, the last one flush with the tile edge (`sn7.data.windows`,
+the layout of the validation crops too), so neighbours overlap by at least `overlap` px; any tile
+size works (1023 px included; a tile smaller than the window is one window). Each pixel's
+probability is the weight-averaged probability of the windows covering it; the weight rises from
+~0 at a window's edge to 1 over `overlap` px (raised cosine), so a window's zero-padded borders,
+where a CNN is least reliable, count least.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import nn
 
+from sn7.data.windows import check_window, window_starts
 from sn7.errors import ConfigError
 from sn7.utils.hardware import autocast, resolve_channels_last, resolve_precision
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
-
-
-def window_starts(size: int, window: int, overlap: int) -> list[int]:
-    if size <= window:
-        return [0]
-    n = math.ceil((size - overlap) / (window - overlap))
-    return sorted({round(i * (size - window) / (n - 1)) for i in range(n)})
 
 
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
@@ -49,8 +42,7 @@ class SlidingWindowPredictor:
         channels_last: bool = False,
         tta: bool = False,
     ):
-        if window <= 0 or overlap < 0 or overlap >= window:
-            raise ConfigError(f"need 0 <= overlap < window, got window={window}, overlap={overlap}")
+        check_window(window, overlap)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model.eval()
