@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import shapely
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
@@ -33,7 +32,14 @@ from sn7.inference.sliding_window import predictor_for
 from sn7.inference.tiles import read_tile
 from sn7.inference.vectorize import vectorize
 from sn7.metrics.buildings import BuildingCounts, match_buildings
-from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
+from sn7.metrics.pixel import (
+    best_row,
+    counts_from,
+    sweep_metric,
+    sweep_rows,
+    threshold_grid,
+    tile_counts,
+)
 from sn7.utils.atomic import write_json_atomic
 from sn7.utils.config import to_container
 from sn7.utils.console import progress_bar
@@ -171,9 +177,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
             tile_in = read_tile(row.image, loaded.spec)
             prob = predictor(tile_in.model_input)
             mask = read_png(row.mask)
-            metric = sweep_metric(thresholds)
-            metric.update(torch.from_numpy(prob).flatten(), torch.from_numpy(mask).flatten().long())
-            per_tile_counts.append(counts_from(metric))
+            per_tile_counts.append(tile_counts(prob, mask, thresholds))
             probs.append(prob)
             masks.append(mask)
             infos.append(tile_in.info)
@@ -228,7 +232,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
             }
         )
         if i < n_gallery:
-            gallery.add(row.stem, previews[i], probs[i], chosen["threshold"], masks[i])
+            gallery.add(row.stem, previews[i], probs[i], chosen["threshold"], masks[i], pix["iou"])
     gallery.finish()
 
     crop = None

@@ -28,6 +28,7 @@ from sn7.inference.postprocess import clean_mask
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.tiles import read_tile
 from sn7.inference.vectorize import vectorize
+from sn7.metrics.pixel import sweep_rows, tile_counts
 from sn7.utils.console import console, progress_bar
 from sn7.utils.hardware import configure_threads
 from sn7.viz.gallery import Gallery
@@ -123,12 +124,13 @@ def predict_one(path: Path, loaded, predictor, threshold, cfg, out_dir: Path, ga
     write_geojson(out_dir / f"{stem}_buildings.geojson", frame)
     if gallery is not None:
         tile = image_files_of(path, cfg.data.label_source)
-        truth = None
+        truth = iou = None
         if tile is not None:
             settings = RasterizeSettings(cfg.data.alpha_band, cfg.data.all_touched)
             truth = rasterize_tile(tile, settings).mask
+            iou = sweep_rows([threshold], tile_counts(prob, truth, [threshold]))[0]["iou"]
         rgb = rgb_preview(tile_in.pixels, loaded.spec.rgb_channels)
-        gallery.add(stem, rgb, prob, threshold, truth)
+        gallery.add(stem, rgb, prob, threshold, truth, iou)
     return {"tile": stem, "buildings": len(frame)}
 
 
