@@ -8,7 +8,7 @@ counted as background.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -20,6 +20,9 @@ from sn7.data.footprints import Footprints, load_footprints
 from sn7.data.layout import ImageFiles
 from sn7.data.raster_io import info_of, open_raster, read_raster, read_valid
 from sn7.errors import DataError
+
+# What loading the building labels had to do (sn7.data.footprints.Footprints), shown by prepare.
+LABEL_REPAIRS = ("n_null", "n_repaired", "n_outside")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class TileMask:
     n_buildings: int
     building_frac: float  # building pixels / valid pixels
     valid_frac: float  # valid pixels / all pixels
+    label_repairs: dict[str, int] = field(default_factory=dict)  # see LABEL_REPAIRS
 
 
 def burn(geoms, shape: tuple[int, int], all_touched: bool = False) -> np.ndarray:
@@ -91,4 +95,5 @@ def rasterize_tile(tile: ImageFiles, settings: RasterizeSettings) -> TileMask:
         n_buildings=len(buildings.geoms),
         building_frac=n_building / n_valid if n_valid else 0.0,
         valid_frac=n_valid / valid.size,
+        label_repairs={k: getattr(buildings, k) for k in LABEL_REPAIRS},
     )
