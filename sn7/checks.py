@@ -2,7 +2,7 @@
 
 Each stage (and the DataModule) calls the checks for the config nodes it uses before it touches
 any data. Values that need the data (crop size vs tile size, AOIs of a split) are checked there.
-A leaf module: it imports only the layout's option lists and the errors.
+A leaf module: it imports only the layout's option lists, the window check and the errors.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 from sn7.data.layout import check_layout_options
 from sn7.data.split import SPLITS
+from sn7.data.windows import check_window
 from sn7.errors import ConfigError
 
 ON_ERROR = ("fail", "skip")
@@ -54,11 +55,7 @@ def check_training_data(data: Mapping) -> None:
 def check_infer(infer: Mapping) -> None:
     window, overlap = int(infer["window"]), int(infer["overlap"])
     _require(window >= 16, f"infer.window={window} must be >= 16")
-    _require(
-        0 <= overlap < window,
-        f"infer.overlap={overlap} must be >= 0 and smaller than infer.window={window} "
-        "(the stride, window - overlap, must be positive)",
-    )
+    check_window(window, overlap)
     batch = infer["batch_size"]
     _require(
         batch == "auto" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1),

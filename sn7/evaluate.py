@@ -259,10 +259,10 @@ class Pictures:
         self.n_drawn = 0
         self.change_maps: list[Path] = []
 
-    def on_month(self, month) -> None:
+    def on_month(self, month, iou: float) -> None:
         if self.n_drawn < self.n_gallery:
             rgb = rgb_preview(month.tile.pixels, self.spec.rgb_channels)
-            self.gallery.add(month.row.stem, rgb, month.prob, self.threshold, month.mask)
+            self.gallery.add(month.row.stem, rgb, month.prob, self.threshold, month.mask, iou)
             self.n_drawn += 1
 
     def on_aoi(self, aoi, months, tracked, truths) -> None:
@@ -303,8 +303,9 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     table: list[dict] = []
 
     def on_month(month) -> None:
-        table.append(tile_row(month, grid.index(selected.pixel)))
-        pictures.on_month(month)
+        row = tile_row(month, grid.index(selected.pixel))
+        table.append(row)
+        pictures.on_month(month, row["iou"])
 
     score = run_scoring(
         scope, loaded, predictor, grid, min_truth_area=ev.min_truth_area, report=report,

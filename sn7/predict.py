@@ -21,13 +21,14 @@ from sn7.constants import IGNORE
 from sn7.data.layout import image_files_of
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import write_geotiff
-from sn7.data.vector_io import area_m2, pixel_to_crs, write_geojson
+from sn7.data.vector_io import apply_affine, area_m2, write_geojson
 from sn7.errors import DataError, SN7Error
 from sn7.inference.checkpoint import LoadedModel, load_model
 from sn7.inference.postprocess import clean_mask
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.tiles import read_tile
 from sn7.inference.vectorize import vectorize
+from sn7.metrics.pixel import sweep_rows, tile_counts
 from sn7.utils.console import console, progress_bar
 from sn7.utils.hardware import configure_threads
 from sn7.viz.gallery import Gallery
@@ -78,7 +79,7 @@ def resolve_threshold(value, loaded: LoadedModel) -> float:
 
 
 def buildings_frame(components, prob, info, out_crs: str) -> gpd.GeoDataFrame:
-    geoms = gpd.GeoSeries(pixel_to_crs(components.polygons, info.transform), crs=info.crs)
+    geoms = gpd.GeoSeries(apply_affine(components.polygons, info.transform), crs=info.crs)
     geoms = geoms.make_valid()
     frame = gpd.GeoDataFrame(
         {
@@ -123,12 +124,13 @@ def predict_one(path: Path, loaded, predictor, threshold, cfg, out_dir: Path, ga
     write_geojson(out_dir / f"{stem}_buildings.geojson", frame)
     if gallery is not None:
         tile = image_files_of(path, cfg.data.label_source)
-        truth = None
+        truth = iou = None
         if tile is not None:
             settings = RasterizeSettings(cfg.data.alpha_band, cfg.data.all_touched)
             truth = rasterize_tile(tile, settings).mask
+            iou = sweep_rows([threshold], tile_counts(prob, truth, [threshold]))[0]["iou"]
         rgb = rgb_preview(tile_in.pixels, loaded.spec.rgb_channels)
-        gallery.add(stem, rgb, prob, threshold, truth)
+        gallery.add(stem, rgb, prob, threshold, truth, iou)
     return {"tile": stem, "buildings": len(frame)}
 
 

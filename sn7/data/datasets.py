@@ -20,6 +20,7 @@ from sn7.constants import BUILDING, IGNORE
 from sn7.data.input_spec import InputSpec
 from sn7.data.raster_io import open_dataset, read_png, read_raster
 from sn7.data.tile_stats import tile_stats
+from sn7.data.windows import window_starts
 
 _MAX_POSITIVES = 20_000  # building pixels remembered per tile for positive-biased sampling
 
@@ -153,14 +154,6 @@ class RandomCropDataset(_TileCrops):
         return self.sample(tile, row, col, image, mask)
 
 
-def grid_positions(size: int, crop: int, stride: int) -> list[int]:
-    """Start offsets of `crop`-px crops covering `size` px; the last one is flush with the end."""
-    if size <= crop:
-        return [0]
-    starts = list(range(0, size - crop, stride))
-    return [*starts, size - crop]
-
-
 class GridCropDataset(_TileCrops):
     """Deterministic crops covering every tile (validation in the training loop)."""
 
@@ -168,12 +161,12 @@ class GridCropDataset(_TileCrops):
         self, rows: pd.DataFrame, spec: InputSpec, crop_size: int, stride: int | None = None
     ):
         super().__init__(rows, spec, crop_size)
-        stride = int(stride or crop_size)
+        overlap = self.crop - int(stride or crop_size)
         per_tile = [
             [
                 (tile, r, c)
-                for r in grid_positions(mask.shape[0], self.crop, stride)
-                for c in grid_positions(mask.shape[1], self.crop, stride)
+                for r in window_starts(mask.shape[0], self.crop, overlap)
+                for c in window_starts(mask.shape[1], self.crop, overlap)
             ]
             for tile, mask in enumerate(self.masks)
         ]

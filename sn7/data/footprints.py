@@ -26,6 +26,7 @@ from shapely.geometry import box, shape
 from shapely.geometry.base import BaseGeometry
 
 from sn7.data.raster_io import RasterInfo
+from sn7.data.vector_io import apply_affine
 from sn7.errors import DataError
 
 _POLYGONAL = ("Polygon", "MultiPolygon")
@@ -152,10 +153,7 @@ def _to_pixels(path: Path, geoms: np.ndarray, crs_name, info: RasterInfo) -> np.
         )
     src_crs = _source_crs(path, crs_name, geoms)
     projected = gpd.GeoSeries(geoms, crs=src_crs).to_crs(info.crs).to_numpy()
-    inv = ~info.transform
-    matrix = np.array([[inv.a, inv.d], [inv.b, inv.e]])
-    offset = np.array([inv.c, inv.f])
-    return shapely.transform(projected, lambda xy: xy @ matrix + offset)
+    return apply_affine(projected, ~info.transform)
 
 
 def polygonal_part(geom: BaseGeometry) -> BaseGeometry | None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from sn7.constants import IGNORE
 from sn7.data.layout import ImageFiles
-from sn7.data.masks import RasterizeSettings, rasterize_tile
+from sn7.data.masks import LABEL_REPAIRS, RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import raster_info, read_png, write_png
 from sn7.errors import SN7Error
 from sn7.utils.atomic import remove_stale_temps, write_json_atomic
@@ -118,6 +118,7 @@ def _build_one(tile: ImageFiles, png: Path, settings: RasterizeSettings) -> tupl
         "n_buildings": result.n_buildings,
         "building_frac": result.building_frac,
         "valid_frac": result.valid_frac,
+        **result.label_repairs,
     }
     return tile.key, {"sources": sources, "settings": settings.as_dict(), "stats": stats}
 
@@ -215,3 +216,14 @@ def verify_mask_cache(
         elif not np.array_equal(rasterize_tile(tile, settings).mask, mask):
             problems[tile.key] = "mask differs from a fresh rasterization of its labels"
     return problems
+
+
+def label_repairs(index: MaskIndex, tiles: Sequence[ImageFiles]) -> dict[str, int]:
+    """Totals of LABEL_REPAIRS over the indexed masks of `tiles` (0 for masks indexed before
+    they were recorded)."""
+    totals = dict.fromkeys(LABEL_REPAIRS, 0)
+    for tile in tiles:
+        stats = index.entries.get(tile.key, {}).get("stats", {})
+        for key in LABEL_REPAIRS:
+            totals[key] += int(stats.get(key, 0))
+    return totals

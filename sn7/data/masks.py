@@ -8,7 +8,7 @@ counted as background.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import shapely
@@ -18,8 +18,11 @@ from rasterio import features
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.footprints import Footprints, load_footprints
 from sn7.data.layout import ImageFiles
-from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
+from sn7.data.raster_io import info_of, open_raster, read_raster, read_valid
 from sn7.errors import DataError
+
+# What loading the building labels had to do (sn7.data.footprints.Footprints), shown by prepare.
+LABEL_REPAIRS = ("n_null", "n_repaired", "n_outside")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class TileMask:
     n_buildings: int
     building_frac: float  # building pixels / valid pixels
     valid_frac: float  # valid pixels / all pixels
+    label_repairs: dict[str, int] = field(default_factory=dict)  # see LABEL_REPAIRS
 
 
 def burn(geoms, shape: tuple[int, int], all_touched: bool = False) -> np.ndarray:
@@ -58,14 +62,9 @@ def burn(geoms, shape: tuple[int, int], all_touched: bool = False) -> np.ndarray
     )
 
 
-def valid_pixels(
-    tile: ImageFiles, info: RasterInfo, alpha_band: int | None, src=None
-) -> np.ndarray:
+def valid_pixels(tile: ImageFiles, alpha_band: int | None, src=None) -> np.ndarray:
     """(H, W) bool: True where the image has data (alpha > 0) and no UDM raster flags it."""
-    if alpha_band is None:
-        valid = np.ones((info.height, info.width), bool)
-    else:
-        valid = read_raster(tile.image, [alpha_band], src=src)[0] > 0
+    valid = read_valid(tile.image, alpha_band, src=src)
     if tile.udm_raster is not None:
         udm = read_raster(tile.udm_raster, [1])[0]
         if udm.shape != valid.shape:
@@ -81,7 +80,7 @@ def rasterize_tile(tile: ImageFiles, settings: RasterizeSettings) -> TileMask:
     """Build the mask of one tile from its image (size, CRS, alpha) and label files."""
     with open_raster(tile.image) as src:
         info = info_of(src, tile.image)
-        valid = valid_pixels(tile, info, settings.alpha_band, src=src)
+        valid = valid_pixels(tile, settings.alpha_band, src=src)
     shape = (info.height, info.width)
     buildings: Footprints = load_footprints(tile.labels, tile.label_space, info)
     mask = burn(buildings.geoms, shape, settings.all_touched)
@@ -96,4 +95,5 @@ def rasterize_tile(tile: ImageFiles, settings: RasterizeSettings) -> TileMask:
         n_buildings=len(buildings.geoms),
         building_frac=n_building / n_valid if n_valid else 0.0,
         valid_frac=n_valid / valid.size,
+        label_repairs={k: getattr(buildings, k) for k in LABEL_REPAIRS},
     )

@@ -22,6 +22,7 @@ from sn7.data.mask_cache import (
     CacheReport,
     MaskIndex,
     build_mask_cache,
+    label_repairs,
     mask_path,
     verify_mask_cache,
 )
@@ -44,6 +45,7 @@ class Prepared:
     subset: pd.DataFrame
     split: pd.DataFrame
     report: CacheReport = field(default_factory=CacheReport)
+    label_repairs: dict[str, int] = field(default_factory=dict)  # mask_cache.label_repairs
 
     def rows(self, split: str) -> pd.DataFrame:
         """Subset rows (one per image) of `split` ("train", "val" = selection, "test" = report),
@@ -75,6 +77,7 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Prepared:
         if manifest.empty:
             raise DataError(_failure_text(report, "no image could be prepared"), data.root)
         prepared = Prepared(work_dir, manifest, *subset_and_split(cfg, manifest), report)
+        prepared.label_repairs = label_repairs(index, tiles)
         write_artifacts(prepared, cfg, settings, n_images=len(tiles))
     if not quiet:
         print_summary(prepared)
@@ -211,3 +214,15 @@ def print_summary(prepared: Prepared) -> None:
         rows,
     )
     console.print(f"masks: {prepared.report.summary()}")
+    if text := label_repairs_text(prepared.label_repairs):
+        console.print(f"labels: {text}")
+
+
+def label_repairs_text(counts: dict[str, int]) -> str:
+    """E.g. "12 null or non-polygonal geometries skipped, 1 outside the tile"; "" when all 0."""
+    parts = [
+        (counts.get("n_null", 0), "null or non-polygonal geometries skipped"),
+        (counts.get("n_repaired", 0), "repaired (invalid, make_valid)"),
+        (counts.get("n_outside", 0), "outside the tile"),
+    ]
+    return ", ".join(f"{n} {what}" for n, what in parts if n)

@@ -102,6 +102,20 @@ def read_raster(
         return _read(opened, Path(path), bands, window, out_shape)
 
 
+def read_valid(
+    path: str | Path, alpha_band: int | None, src=None, out_shape: tuple[int, int] | None = None
+) -> np.ndarray:
+    """(H, W) bool, True where the image has data: alpha > 0 (SN7's band 4 is 0 outside the
+    mosaic); all True when there is no alpha band (`alpha_band` None). `src` and `out_shape` as
+    in `read_raster`."""
+    if src is None:
+        with open_raster(path) as opened:
+            return read_valid(path, alpha_band, opened, out_shape)
+    if alpha_band is None:
+        return np.ones(out_shape or (src.height, src.width), bool)
+    return _read(src, Path(path), [alpha_band], None, out_shape)[0] > 0
+
+
 def _read(src, path: Path, bands, window, out_shape=None) -> np.ndarray:
     indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
     if max(indexes) > src.count:

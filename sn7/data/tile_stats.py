@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from sn7.data.input_spec import InputSpec, TileStats
-from sn7.data.raster_io import open_raster, read_raster
+from sn7.data.raster_io import open_raster, read_raster, read_valid
 
 DECIMATION = 4
 _MIN_STD = 0.01  # a flat tile (all one colour) must not blow up the input
@@ -22,10 +22,7 @@ def tile_stats(path: str | Path, spec: InputSpec) -> TileStats:
     with open_raster(path) as src:
         shape = (max(1, src.height // DECIMATION), max(1, src.width // DECIMATION))
         pixels = read_raster(path, spec.bands, src=src, out_shape=shape).astype(np.float32) / 255
-        if spec.alpha_band is None:
-            valid = np.ones(shape, bool)
-        else:
-            valid = read_raster(path, [spec.alpha_band], src=src, out_shape=shape)[0] > 0
+        valid = read_valid(path, spec.alpha_band, src=src, out_shape=shape)
     if not valid.any():  # nothing to measure: fall back to the fixed values
         return np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32)
     values = pixels[:, valid]

@@ -15,11 +15,14 @@ from sn7.utils.atomic import atomic_path
 logging.getLogger("pyogrio").setLevel(logging.WARNING)  # "Created N records" on every write
 
 
-def pixel_to_crs(polygons, transform: Affine) -> np.ndarray:
-    """Map pixel-space (col, row) geometries through a raster's affine transform."""
+def apply_affine(geoms, transform: Affine) -> np.ndarray:
+    """Map geometries through an affine transform, all coordinates in one numpy product: a
+    raster's transform takes pixel (col, row) to its CRS, its inverse (`~transform`) back.
+
+    (shapely.affinity.affine_transform does the same one geometry at a time.)"""
     matrix = np.array([[transform.a, transform.d], [transform.b, transform.e]])
     offset = np.array([transform.c, transform.f])
-    return shapely.transform(np.asarray(polygons, dtype=object), lambda xy: xy @ matrix + offset)
+    return shapely.transform(np.asarray(geoms, dtype=object), lambda xy: xy @ matrix + offset)
 
 
 def area_m2(geoms: gpd.GeoSeries) -> np.ndarray:

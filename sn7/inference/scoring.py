@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import shapely
-import torch
 
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.footprints import load_footprints
@@ -28,7 +27,7 @@ from sn7.inference.tiles import TileInput, read_tile
 from sn7.inference.tracking import month_masks, track_aoi
 from sn7.inference.vectorize import vectorize
 from sn7.metrics.buildings import BuildingCounts, match_buildings
-from sn7.metrics.pixel import counts_from, sweep_metric
+from sn7.metrics.pixel import tile_counts
 from sn7.metrics.scot import ScotAccumulator, ScotResult
 
 
@@ -156,9 +155,7 @@ def score_split(
             tile = read_tile(row.image, spec)
             prob = predictor(tile.model_input)
             mask = read_png(row.mask)
-            metric = sweep_metric(thresholds)
-            metric.update(torch.from_numpy(prob).flatten(), torch.from_numpy(mask).flatten().long())
-            month = MonthScore(row, tile, prob, mask, counts_from(metric))
+            month = MonthScore(row, tile, prob, mask, tile_counts(prob, mask, thresholds))
             score.pixel_counts += month.pixel_counts
             truth = truth_of(files[row.stem], tile.info, min_truth_area)
             for t, total in score.building_sweep.items():

@@ -1,10 +1,11 @@
 """Full-tile prediction by overlapping windows, blended with a smooth weight (no seams).
 
-Windows are spread evenly so that neighbours overlap by at least `overlap` px and the last one is
-flush with the tile edge; any tile size works (1023 px included; a tile smaller than the window is
-one window). Each pixel's probability is the weight-averaged probability of the windows covering
-it; the weight rises from ~0 at a window's edge to 1 over `overlap` px (raised cosine), so a
-window's zero-padded borders, where a CNN is least reliable, count least.
+Windows step by `window - overlap` px, the last one flush with the tile edge (`sn7.data.windows`,
+the layout of the validation crops too), so neighbours overlap by at least `overlap` px; any tile
+size works (1023 px included; a tile smaller than the window is one window). Each pixel's
+probability is the weight-averaged probability of the windows covering it; the weight rises from
+~0 at a window's edge to 1 over `overlap` px (raised cosine), so a window's zero-padded borders,
+where a CNN is least reliable, count least.
 
 Device (`infer.device`): the model and the windows go to the GPU when asked (or `auto` and one is
 there); probabilities always come back as CPU numpy arrays, so callers never see a device.
@@ -13,26 +14,19 @@ there); probabilities always come back as CPU numpy arrays, so callers never see
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from sn7.data.windows import check_window, window_starts
 from sn7.errors import ConfigError
 from sn7.utils.hardware import autocast, resolve_channels_last, resolve_precision
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
 CPU_BATCH_SIZE = 1  # `batch_size: auto` on CPU: 1.4x faster than 4 (bench_infer: page faults)
 MAX_AUTO_BATCH = 32  # `batch_size: auto` on CUDA never goes above this
-
-
-def window_starts(size: int, window: int, overlap: int) -> list[int]:
-    if size <= window:
-        return [0]
-    n = math.ceil((size - overlap) / (window - overlap))
-    return sorted({round(i * (size - window) / (n - 1)) for i in range(n)})
 
 
 def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
@@ -109,8 +103,7 @@ class SlidingWindowPredictor:
         tta: bool = False,
         device: str | torch.device = "cpu",
     ):
-        if window <= 0 or overlap < 0 or overlap >= window:
-            raise ConfigError(f"need 0 <= overlap < window, got window={window}, overlap={overlap}")
+        check_window(window, overlap)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from sn7.data.input_spec import InputSpec
-from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster
+from sn7.data.raster_io import RasterInfo, info_of, open_raster, read_raster, read_valid
 from sn7.data.tile_stats import tile_stats
 
 
@@ -25,11 +25,9 @@ def read_tile(path: str | Path, spec: InputSpec) -> TileInput:
     with open_raster(path) as src:
         info = info_of(src, path)
         pixels = read_raster(path, spec.bands, src=src)
-        if spec.alpha_channel is not None:
-            valid = pixels[spec.alpha_channel] > 0
-        elif spec.alpha_band is not None and spec.alpha_band <= src.count:
-            valid = read_raster(path, [spec.alpha_band], src=src)[0] > 0
-        else:
-            valid = np.ones(pixels.shape[1:], bool)
+        alpha = spec.alpha_band
+        if alpha is not None and alpha > src.count:  # e.g. a plain RGB image: valid everywhere
+            alpha = None
+        valid = read_valid(path, alpha, src=src)
     stats = tile_stats(path, spec) if spec.per_tile else None
     return TileInput(pixels, valid, info, spec.normalize(pixels, stats))

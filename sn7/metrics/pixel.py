@@ -33,6 +33,13 @@ def counts_from(metric: BinaryPrecisionRecallCurve) -> np.ndarray:
     return np.stack([confmat[:, 1, 1], confmat[:, 0, 1], confmat[:, 1, 0], confmat[:, 0, 0]], 1)
 
 
+def tile_counts(prob: np.ndarray, mask: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    """(T, 4) TP, FP, FN, TN of one probability map against its 0/1/255 mask."""
+    metric = sweep_metric(thresholds)
+    metric.update(torch.from_numpy(prob).flatten(), torch.from_numpy(mask).flatten().long())
+    return counts_from(metric)
+
+
 def scores(tp: float, fp: float, fn: float) -> dict[str, float]:
     """IoU, precision, recall, F1. With nothing predicted and nothing true every score is 1
     (perfect agreement), never a division by zero; otherwise a ratio whose denominator is 0

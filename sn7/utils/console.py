@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sn7.utils.markdown import format_cell
+
 console = Console(highlight=False)
 if not console.is_terminal:  # logs and pipes: wide enough for AOI names, no wrapping
     console.width = 140
@@ -18,14 +20,8 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence]) ->
     for i, col in enumerate(columns):
         table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
-        table.add_row(*[_fmt(v) for v in row])
+        table.add_row(*[format_cell(v) for v in row])
     console.print(table)
-
-
-def _fmt(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
-    return str(value)
 
 
 def progress_bar() -> Progress:

@@ -18,6 +18,7 @@ import yaml
 
 from sn7.errors import SN7Error
 from sn7.utils.atomic import write_text_atomic
+from sn7.utils.markdown import markdown_table
 
 IGNORED_OVERRIDES = (
     "data.root",
@@ -107,9 +108,7 @@ COLUMNS = [
 
 
 def ablation_table(runs: list[Path]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row(r)) + " |" for r in runs]
-    return "\n".join(lines) + "\n"
+    return markdown_table(COLUMNS, [row(r) for r in runs]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,20 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sn7.constants import BUILDING, IGNORE
-from sn7.metrics.pixel import scores
 from sn7.viz.panels import error_rgb, mask_rgb, prediction_panel, prob_rgb
 from sn7.viz.plots import contact_sheet, save_figure, tile_figure
-
-
-def tile_iou(prob: np.ndarray, truth: np.ndarray, threshold: float) -> float:
-    pred = prob >= threshold
-    valid = truth != IGNORE
-    positive = truth == BUILDING
-    tp = int((pred & positive).sum())
-    fp = int((pred & ~positive & valid).sum())
-    fn = int((~pred & positive).sum())
-    return scores(tp, fp, fn)["iou"]
 
 
 class Gallery:
@@ -32,14 +20,21 @@ class Gallery:
         self.labels: list[str] = []
 
     def add(
-        self, stem: str, rgb: np.ndarray, prob: np.ndarray, threshold: float, truth=None
+        self,
+        stem: str,
+        rgb: np.ndarray,
+        prob: np.ndarray,
+        threshold: float,
+        truth=None,
+        iou: float | None = None,
     ) -> Path:
+        """`iou`: the tile's pixel IoU at `threshold`, as the caller's metrics counted it (the
+        gallery shows numbers, it does not measure them)."""
         pred = prob >= threshold
         if truth is not None:
-            iou = tile_iou(prob, truth, threshold)
             panels = [rgb, mask_rgb(truth), prob_rgb(prob), error_rgb(pred, truth, rgb)]
             titles = ["image", "truth", "probability", "TP white, FP red, FN cyan"]
-            label = f"{stem}  IoU {iou:.3f} @ {threshold:.2f}"
+            label = stem if iou is None else f"{stem}  IoU {iou:.3f} @ {threshold:.2f}"
         else:
             panels = [rgb, prob_rgb(prob), mask_rgb(pred.astype(np.uint8))]
             titles = ["image", "probability", f"mask (p >= {threshold:.2f})"]

@@ -10,143 +10,115 @@ import pandas as pd
 
 from sn7.utils.atomic import write_json_atomic, write_text_atomic
 from sn7.utils.console import console
+from sn7.utils.markdown import markdown_table
 from sn7.viz.plots import pr_curve_figure, save_figure
 
+_PIXEL_KEYS = ("threshold", "iou", "precision", "recall", "f1")
+_BUILDING_KEYS = ("threshold", "tp", "fp", "fn", "precision", "recall", "f1", "matched_iou_0_25")
+_BUILDING_COLUMNS = ["threshold", "TP", "FP", "FN", "precision", "recall", "F1", "matches IoU>0.25"]
 
-def _fmt(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+def _table(columns: list[str], rows: list[list]) -> str:
+    return markdown_table(columns, rows, formats={"threshold": ".2f"})
 
 
-def _md_table(columns: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
-        cells = [
-            f"{v:.2f}" if col == "threshold" and isinstance(v, float) else _fmt(v)
-            for col, v in zip(columns, row, strict=True)
+def _section(title: str, body: str) -> str:
+    return f"## {title}\n\n{body}"
+
+
+def header_section(m: dict) -> str:
+    best = m["pixel"]["best"]
+    model = ", ".join(f"{k}={v}" for k, v in m["model"].items() if k != "_target_")
+    return "\n".join(
+        [
+            f"# Evaluation: {Path(m['checkpoint']).name}",
+            "",
+            f"- checkpoint: `{m['checkpoint']}`",
+            f"- model: {m['model'].get('_target_', '?').rsplit('.', 1)[-1]} ({model})",
+            f"- data: `{m['data_root']}`, split **{m['split']}**: {m['n_tiles']} full tiles of "
+            f"AOI(s) {', '.join(m['aois'])}",
+            f"- threshold: {best['threshold']:.2f} ({m['threshold_mode'].replace('_', ' ')}); "
+            f"{m['seconds_per_tile']:.1f} s per tile",
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    )
+
+
+def pixel_section(m: dict) -> str:
+    best, best_f1 = m["pixel"]["best"], m["pixel"]["best_f1"]
+    chosen = "best IoU" if m["threshold_mode"] == "best_iou" else "fixed"
+    rows = [
+        [chosen, *[best[k] for k in _PIXEL_KEYS]],
+        ["best F1", *[best_f1[k] for k in _PIXEL_KEYS]],
+    ]
+    return _section(
+        "Full-tile pixel metrics",
+        _table(["", "threshold", "IoU", "precision", "recall", "F1"], rows),
+    )
+
+
+def buildings_section(m: dict) -> str | None:
+    b = m.get("building")
+    if not b:
+        return None
+    title = f"Buildings (one-to-one, IoU >= {b['iou_match']}, predictions >= {b['min_area']} px)"
+    return _section(title, _table(_BUILDING_COLUMNS, [[b[k] for k in _BUILDING_KEYS]]))
+
+
+def building_sweep_section(m: dict) -> str | None:
+    sweep = m.get("building_sweep")
+    if not sweep:
+        return None
+    rows = [[r[k] for k in _BUILDING_KEYS] for r in sweep]
+    return _section("Buildings vs threshold", _table(_BUILDING_COLUMNS, rows))
+
+
+def crop_section(m: dict) -> str | None:
+    crop = m.get("crop")
+    if not crop:
+        return None
+    best = m["pixel"]["best"]
+    rows = [
+        ["full tiles (sliding window)", best["threshold"], best["iou"]],
+        ["grid crops (as in training)", crop["threshold"], crop["iou"]],
+    ]
+    return _section(
+        "Full tiles vs training crops", _table(["measured on", "threshold", "IoU"], rows)
+    )
+
+
+def threshold_sweep_section(sweep: list[dict]) -> str | None:
+    if not sweep:
+        return None
+    rows = [[r[k] for k in _PIXEL_KEYS] for r in sweep]
+    return _section(
+        "Threshold sweep (one pass)",
+        _table(["threshold", "IoU", "precision", "recall", "F1"], rows),
+    )
+
+
+def per_tile_section(table: list[dict]) -> str | None:
+    if not table:
+        return None
+    keys = ("iou", "precision", "recall", "f1", "building_tp", "building_fp", "building_fn")
+    rows = [[f"{t['aoi']} {t['date']}", *[t[k] for k in keys], t["building_f1"]] for t in table]
+    columns = ["tile", "IoU", "P", "R", "F1", "bldg TP", "bldg FP", "bldg FN", "bldg F1"]
+    return _section("Per tile", _table(columns, rows))
 
 
 def metrics_markdown(m: dict, table: list[dict], sweep: list[dict]) -> str:
-    best, b = m["pixel"]["best"], m["building"]
-    model = ", ".join(f"{k}={v}" for k, v in m["model"].items() if k != "_target_")
-    parts = [
-        f"# Evaluation: {Path(m['checkpoint']).name}",
-        "",
-        f"- checkpoint: `{m['checkpoint']}`",
-        f"- model: {m['model'].get('_target_', '?').rsplit('.', 1)[-1]} ({model})",
-        f"- data: `{m['data_root']}`, split **{m['split']}**: {m['n_tiles']} full tiles of "
-        f"AOI(s) {', '.join(m['aois'])}",
-        f"- threshold: {best['threshold']:.2f} ({m['threshold_mode'].replace('_', ' ')}); "
-        f"{m['seconds_per_tile']:.1f} s per tile",
-        "",
-        "## Full-tile pixel metrics",
-        "",
-        _md_table(
-            ["", "threshold", "IoU", "precision", "recall", "F1"],
-            [
-                [
-                    "best IoU" if m["threshold_mode"] == "best_iou" else "fixed",
-                    *[best[k] for k in ("threshold", "iou", "precision", "recall", "f1")],
-                ],
-                [
-                    "best F1",
-                    *[
-                        m["pixel"]["best_f1"][k]
-                        for k in ("threshold", "iou", "precision", "recall", "f1")
-                    ],
-                ],
-            ],
-        ),
-        "",
-        f"## Buildings (one-to-one, IoU >= {b['iou_match']}, predictions >= {b['min_area']} px)",
-        "",
-        _md_table(
-            ["threshold", "TP", "FP", "FN", "precision", "recall", "F1", "matches IoU>0.25"],
-            [
-                [
-                    b["threshold"],
-                    b["tp"],
-                    b["fp"],
-                    b["fn"],
-                    b["precision"],
-                    b["recall"],
-                    b["f1"],
-                    b["matched_iou_0_25"],
-                ]
-            ],
-        ),
+    """metrics.md: one block per section, in reading order; a section whose data the metrics
+    lack (no building sweep, no crop metrics, ...) is left out. A new section is one more
+    builder returning a string (or None) added to this list."""
+    sections = [
+        header_section(m),
+        pixel_section(m),
+        buildings_section(m),
+        building_sweep_section(m),
+        crop_section(m),
+        threshold_sweep_section(sweep),
+        per_tile_section(table),
     ]
-    if m["building_sweep"]:
-        parts += [
-            "",
-            "## Buildings vs threshold",
-            "",
-            _md_table(
-                ["threshold", "TP", "FP", "FN", "precision", "recall", "F1", "matches IoU>0.25"],
-                [
-                    [
-                        r[k]
-                        for k in (
-                            "threshold",
-                            "tp",
-                            "fp",
-                            "fn",
-                            "precision",
-                            "recall",
-                            "f1",
-                            "matched_iou_0_25",
-                        )
-                    ]
-                    for r in m["building_sweep"]
-                ],
-            ),
-        ]
-    if m["crop"]:
-        parts += [
-            "",
-            "## Full tiles vs training crops",
-            "",
-            _md_table(
-                ["measured on", "threshold", "IoU"],
-                [
-                    ["full tiles (sliding window)", best["threshold"], best["iou"]],
-                    ["grid crops (as in training)", m["crop"]["threshold"], m["crop"]["iou"]],
-                ],
-            ),
-        ]
-    parts += [
-        "",
-        "## Threshold sweep (one pass)",
-        "",
-        _md_table(
-            ["threshold", "IoU", "precision", "recall", "F1"],
-            [[r["threshold"], r["iou"], r["precision"], r["recall"], r["f1"]] for r in sweep],
-        ),
-        "",
-        "## Per tile",
-        "",
-        _md_table(
-            ["tile", "IoU", "P", "R", "F1", "bldg TP", "bldg FP", "bldg FN", "bldg F1"],
-            [
-                [
-                    f"{t['aoi']} {t['date']}",
-                    t["iou"],
-                    t["precision"],
-                    t["recall"],
-                    t["f1"],
-                    t["building_tp"],
-                    t["building_fp"],
-                    t["building_fn"],
-                    t["building_f1"],
-                ]
-                for t in table
-            ],
-        ),
-        "",
-    ]
-    return "\n".join(parts)
+    return "\n\n".join(s for s in sections if s) + "\n"
 
 
 def write_outputs(out_dir: Path, metrics: dict, table: list[dict], sweep: list, chosen: dict):

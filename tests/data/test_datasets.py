@@ -11,10 +11,11 @@ import torch
 
 import sn7.data.datasets as datasets
 from sn7.constants import IGNORE
-from sn7.data.datasets import GridCropDataset, RandomCropDataset, grid_positions
+from sn7.data.datasets import GridCropDataset, RandomCropDataset
 from sn7.data.input_spec import InputSpec
 from sn7.data.raster_io import write_png
 from sn7.data.transforms import Augment
+from sn7.data.windows import window_starts
 
 SPEC = InputSpec(
     bands=(1, 2, 3, 4), mean=(0.3, 0.3, 0.3, 0.0), std=(0.2, 0.2, 0.2, 1.0), alpha_band=4
@@ -38,11 +39,11 @@ def tiles(synthetic_root, tmp_path_factory):
 
 
 def test_grid_positions_cover_the_side_and_end_flush():
-    assert grid_positions(96, 64, 64) == [0, 32]
-    assert grid_positions(128, 64, 64) == [0, 64]
-    assert grid_positions(130, 64, 48) == [0, 48, 66]
-    assert grid_positions(64, 64, 64) == [0]
-    assert grid_positions(50, 64, 64) == [0]  # smaller than a crop: one padded crop
+    assert window_starts(96, 64) == [0, 32]
+    assert window_starts(128, 64) == [0, 64]
+    assert window_starts(130, 64, overlap=16) == [0, 48, 66]  # stride 48
+    assert window_starts(64, 64) == [0]
+    assert window_starts(50, 64) == [0]  # smaller than a crop: one padded crop
 
 
 @pytest.mark.parametrize(("crop", "stride"), [(64, None), (64, 40), (32, None), (112, None)])

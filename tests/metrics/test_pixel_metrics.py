@@ -14,6 +14,7 @@ from sn7.metrics.pixel import (
     sweep_metric,
     sweep_rows,
     threshold_grid,
+    tile_counts,
 )
 
 
@@ -108,3 +109,10 @@ def test_one_pass_sweep_equals_one_threshold_at_a_time():
         fp = int((pred & (target == 0) & valid).sum())
         fn = int((~pred & (target == 1) & valid).sum())
         assert (row["tp"], row["fp"], row["fn"]) == (tp, fp, fn)
+
+
+def test_tile_counts_of_one_probability_map():
+    prob = np.array([[0.9, 0.2], [0.6, 0.1]], np.float32)
+    mask = np.array([[1, 0], [IGNORE, 1]], np.uint8)
+    #                                      TP FP FN TN: the ignored 0.6 counts nowhere
+    np.testing.assert_array_equal(tile_counts(prob, mask, [0.5]), [[1, 0, 1, 1]])

@@ -1,0 +1,130 @@
+"""metrics.md (sn7.viz.report.metrics_markdown): the sections a person reads, in a fixed order."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from sn7.utils.markdown import format_cell, markdown_table
+from sn7.viz.report import metrics_markdown
+
+GOLDEN = Path(__file__).parent / "data" / "metrics_golden.md"
+
+
+def _row(threshold, iou, precision, recall, f1):
+    return {"threshold": threshold, "iou": iou, "precision": precision, "recall": recall, "f1": f1}
+
+
+def _buildings(threshold, tp, fp, fn, matched):
+    precision, recall = tp / (tp + fp), tp / (tp + fn)
+    return {
+        "threshold": threshold,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * tp / (2 * tp + fp + fn),
+        "matched_iou_0_25": matched,
+    }
+
+
+SWEEP = [_row(0.4, 0.5, 0.6, 0.75, 0.6667), _row(0.5, 0.55, 0.7, 0.72, 0.7097)]
+METRICS = {
+    "checkpoint": "/runs/x/checkpoints/best.ckpt",
+    "split": "val",
+    "n_tiles": 2,
+    "data_root": "/data/sn7",
+    "aois": ["L15-0001E", "L15-0002E"],
+    "model": {"_target_": "sn7.models.tiny_unet.TinyUNet", "base": 16, "depth": 3},
+    "pixel": {"best": SWEEP[1], "best_f1": SWEEP[1], "sweep": SWEEP},
+    "building": {"iou_match": 0.5, "min_area": 8, **_buildings(0.5, 30, 10, 20, 41)},
+    "building_sweep": [_buildings(0.4, 28, 14, 22, 40), _buildings(0.5, 30, 10, 20, 41)],
+    "crop": {"threshold": 0.5, "iou": 0.6123},
+    "seconds_per_tile": 3.25,
+    "threshold_mode": "best_iou",
+}
+TABLE = [
+    {
+        "aoi": "L15-0001E",
+        "date": "2018_01",
+        "iou": 0.5,
+        "precision": 0.6,
+        "recall": 0.75,
+        "f1": 0.6667,
+        "building_tp": 12,
+        "building_fp": 3,
+        "building_fn": 9,
+        "building_f1": 0.6667,
+    },
+    {
+        "aoi": "L15-0002E",
+        "date": "2018_02",
+        "iou": 0.6,
+        "precision": 0.8,
+        "recall": 0.7,
+        "f1": 0.7467,
+        "building_tp": 18,
+        "building_fp": 7,
+        "building_fn": 11,
+        "building_f1": 0.6667,
+    },
+]
+
+
+def test_full_report_matches_the_golden_file():
+    """Rendered by metrics_markdown before it was split into section builders: byte for byte."""
+    assert metrics_markdown(METRICS, TABLE, SWEEP) == GOLDEN.read_text()
+
+
+def test_sections_come_in_reading_order():
+    md = metrics_markdown(METRICS, TABLE, SWEEP)
+    heads = [line for line in md.splitlines() if line.startswith("#")]
+    assert heads == [
+        "# Evaluation: best.ckpt",
+        "## Full-tile pixel metrics",
+        "## Buildings (one-to-one, IoU >= 0.5, predictions >= 8 px)",
+        "## Buildings vs threshold",
+        "## Full tiles vs training crops",
+        "## Threshold sweep (one pass)",
+        "## Per tile",
+    ]
+    assert "| best IoU | 0.50 | 0.5500 | 0.7000 | 0.7200 | 0.7097 |" in md
+    assert "| L15-0002E 2018_02 | 0.6000 | 0.8000 | 0.7000 | 0.7467 | 18 | 7 | 11 | 0.6667 |" in md
+
+
+@pytest.mark.parametrize(
+    ("key", "empty", "gone"),
+    [
+        ("building_sweep", [], "## Buildings vs threshold"),
+        ("crop", None, "## Full tiles vs training crops"),
+        ("building", None, "## Buildings (one-to-one"),
+    ],
+)
+def test_a_section_without_data_is_left_out(key, empty, gone):
+    for metrics in (dict(METRICS, **{key: empty}), {k: v for k, v in METRICS.items() if k != key}):
+        md = metrics_markdown(copy.deepcopy(metrics), TABLE, SWEEP)
+        assert gone not in md
+        assert "## Full-tile pixel metrics" in md and "## Per tile" in md
+
+
+def test_no_tiles_and_no_sweep_leave_those_sections_out():
+    md = metrics_markdown(METRICS, [], [])
+    assert "## Per tile" not in md and "## Threshold sweep" not in md
+    assert md.endswith("\n")
+
+
+def test_markdown_table_formats_floats_and_named_columns():
+    table = markdown_table(
+        ["a", "threshold"], [[0.123456, 0.5], ["x", 12.345]], {"threshold": ".2f"}
+    )
+    assert table == "| a | threshold |\n|---|---|\n| 0.1235 | 0.50 |\n| x | 12.35 |"
+    assert [format_cell(v) for v in (0.5, 12.345, -3.0, 7, "s")] == [
+        "0.5000",
+        "12.3",
+        "-3.0000",
+        "7",
+        "s",
+    ]
