@@ -14,8 +14,9 @@ from sn7.utils.markdown import markdown_table
 from sn7.viz.plots import pr_curve_figure, save_figure
 
 _PIXEL_KEYS = ("threshold", "iou", "precision", "recall", "f1")
-_BUILDING_KEYS = ("threshold", "tp", "fp", "fn", "precision", "recall", "f1", "matched_iou_0_25")
-_BUILDING_COLUMNS = ["threshold", "TP", "FP", "FN", "precision", "recall", "F1", "matches IoU>0.25"]
+_BUILDING_KEYS = ("tp", "fp", "fn", "precision", "recall", "f1")
+_SN7_KEYS = ("tp_sn7", "fp_sn7", "fn_sn7", "precision_sn7", "recall_sn7", "f1_sn7")
+_BUILDING_COLUMNS = ["rule", "threshold", "TP", "FP", "FN", "precision", "recall", "F1"]
 
 
 def _table(columns: list[str], rows: list[list]) -> str:
@@ -26,30 +27,52 @@ def _section(title: str, body: str) -> str:
     return f"## {title}\n\n{body}"
 
 
+def _where(d: dict) -> str:
+    if d.get("split") == "given":
+        return "given on the command line (eval.threshold)"
+    kind = {"time": "last month(s) of the training AOIs", "aoi": "AOIs of its own"}.get(
+        d.get("kind"), ""
+    )
+    months = d.get("months") or []
+    span = f"{months[0]}..{months[-1]}" if len(months) > 1 else "".join(months)
+    return (
+        f"split **{d.get('split')}** ({d.get('role')}{', ' + kind if kind else ''}): "
+        f"{d.get('n_images')} images of {', '.join(d.get('aois') or [])} ({span})"
+    )
+
+
 def header_section(m: dict) -> str:
-    best = m["pixel"]["best"]
     model = ", ".join(f"{k}={v}" for k, v in m["model"].items() if k != "_target_")
+    held = (
+        "**held out**: nothing was chosen or trained on these images"
+        if m["held_out"]
+        else "**not held out**: these images overlap what the checkpoint was trained or "
+        "thresholds were chosen on"
+    )
     return "\n".join(
         [
             f"# Evaluation: {Path(m['checkpoint']).name}",
             "",
             f"- checkpoint: `{m['checkpoint']}`",
             f"- model: {m['model'].get('_target_', '?').rsplit('.', 1)[-1]} ({model})",
-            f"- data: `{m['data_root']}`, split **{m['split']}**: {m['n_tiles']} full tiles of "
-            f"AOI(s) {', '.join(m['aois'])}",
-            f"- threshold: {best['threshold']:.2f} ({m['threshold_mode'].replace('_', ' ')}); "
-            f"{m['seconds_per_tile']:.1f} s per tile",
+            f"- data: `{m['data_root']}`",
+            f"- reported on: {_where(m['reported_on'])}; {held}",
+            f"- thresholds chosen on: {_where(m['selected_on'])}: pixel "
+            f"{m['thresholds']['pixel']:.2f}, building {m['thresholds']['building']:.2f}",
+            f"- tracking: `track={m['track'].get('mode')}`; {m['seconds_per_tile']:.1f} s per tile",
         ]
     )
 
 
 def pixel_section(m: dict) -> str:
-    best, best_f1 = m["pixel"]["best"], m["pixel"]["best_f1"]
-    chosen = "best IoU" if m["threshold_mode"] == "best_iou" else "fixed"
+    head, oracle = m["pixel"]["headline"], m["pixel"]["oracle"]
     rows = [
-        [chosen, *[best[k] for k in _PIXEL_KEYS]],
-        ["best F1", *[best_f1[k] for k in _PIXEL_KEYS]],
+        ["**headline** (threshold from the selection split)", *[head[k] for k in _PIXEL_KEYS]],
+        ["oracle (best on this split itself; not held out)", *[oracle[k] for k in _PIXEL_KEYS]],
     ]
+    tracked = m.get("tracked_mask")
+    if tracked:
+        rows.append(["tracked footprints as masks", "-", *[tracked[k] for k in _PIXEL_KEYS[1:]]])
     return _section(
         "Full-tile pixel metrics",
         _table(["", "threshold", "IoU", "precision", "recall", "F1"], rows),
@@ -60,25 +83,43 @@ def buildings_section(m: dict) -> str | None:
     b = m.get("building")
     if not b:
         return None
-    title = f"Buildings (one-to-one, IoU >= {b['iou_match']}, predictions >= {b['min_area']} px)"
-    return _section(title, _table(_BUILDING_COLUMNS, [[b[k] for k in _BUILDING_KEYS]]))
+    rows = [
+        ["SN7: IoU > 0.25, optimal one-to-one", b["threshold"], *[b[k] for k in _SN7_KEYS]],
+        ["SpaceNet: IoU >= 0.5", b["threshold"], *[b[k] for k in _BUILDING_KEYS]],
+    ]
+    title = f"Buildings (tracked footprints, predictions >= {b['min_area']} px)"
+    return _section(title, _table(_BUILDING_COLUMNS, rows))
 
 
-def building_sweep_section(m: dict) -> str | None:
-    sweep = m.get("building_sweep")
-    if not sweep:
+def scot_section(m: dict) -> str | None:
+    scot = m.get("scot")
+    if not scot:
+        skipped = m.get("scot_skipped")
+        if skipped:
+            return _section("SCOT", f"not computed: no persistent ids (labels_match) for {skipped}")
         return None
-    rows = [[r[k] for k in _BUILDING_KEYS] for r in sweep]
-    return _section("Buildings vs threshold", _table(_BUILDING_COLUMNS, rows))
+    rows = [
+        [aoi, r["scot"], r["track_score"], r["change_score"], r["mismatches"], r["n_months"]]
+        for aoi, r in scot["per_aoi"].items()
+    ]
+    rows.append(["**mean over AOIs**", scot["scot"], scot["track_score"], scot["change_score"],
+                 "", ""])  # fmt: skip
+    text = (
+        "SpaceNet 7's time-series metric: tracking F1 (ids kept across months; an id switch is a "
+        "mismatch) and change F1 (new buildings found in the month they appear), combined with "
+        "beta = 2; matching IoU > 0.25. SN7 test-set anchors: baseline 0.17, winner 0.41.\n\n"
+    )
+    columns = ["AOI", "SCOT", "tracking", "change", "mismatches", "months"]
+    return _section(f"SCOT (track={m['track'].get('mode')})", text + _table(columns, rows))
 
 
 def crop_section(m: dict) -> str | None:
     crop = m.get("crop")
     if not crop:
         return None
-    best = m["pixel"]["best"]
+    head = m["pixel"]["headline"]
     rows = [
-        ["full tiles (sliding window)", best["threshold"], best["iou"]],
+        ["full tiles (sliding window)", head["threshold"], head["iou"]],
         ["grid crops (as in training)", crop["threshold"], crop["iou"]],
     ]
     return _section(
@@ -100,8 +141,12 @@ def per_tile_section(table: list[dict]) -> str | None:
     if not table:
         return None
     keys = ("iou", "precision", "recall", "f1", "building_tp", "building_fp", "building_fn")
-    rows = [[f"{t['aoi']} {t['date']}", *[t[k] for k in keys], t["building_f1"]] for t in table]
-    columns = ["tile", "IoU", "P", "R", "F1", "bldg TP", "bldg FP", "bldg FN", "bldg F1"]
+    rows = [
+        [f"{t['aoi']} {t['date']}", *[t[k] for k in keys], t["building_f1"], t["building_f1_sn7"]]
+        for t in table
+    ]
+    columns = ["tile", "IoU", "P", "R", "F1", "bldg TP", "bldg FP", "bldg FN", "bldg F1",
+               "bldg F1 (SN7)"]  # fmt: skip
     return _section("Per tile", _table(columns, rows))
 
 
@@ -113,7 +158,7 @@ def metrics_markdown(m: dict, table: list[dict], sweep: list[dict]) -> str:
         header_section(m),
         pixel_section(m),
         buildings_section(m),
-        building_sweep_section(m),
+        scot_section(m),
         crop_section(m),
         threshold_sweep_section(sweep),
         per_tile_section(table),
@@ -134,21 +179,29 @@ def publish(out_dir: Path, target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.md", "metrics.json", "pr_curve.png"):
         shutil.copyfile(out_dir / name, target / name)
-    gallery = sorted((out_dir / "gallery").glob("*.png"))
-    if gallery:
-        (target / "gallery").mkdir(exist_ok=True)
-        for path in gallery:
-            shutil.copyfile(path, target / "gallery" / path.name)
+    for folder in ("gallery", "change_maps"):
+        pictures = sorted((out_dir / folder).glob("*.png"))
+        if pictures:
+            (target / folder).mkdir(exist_ok=True)
+            for path in pictures:
+                shutil.copyfile(path, target / folder / path.name)
     console.print(f"published to {target}")
 
 
 def print_summary(m: dict, out_dir: Path) -> None:
-    best, b = m["pixel"]["best"], m["building"]
+    head, b, scot = m["pixel"]["headline"], m["building"], m.get("scot")
+    held = "held out" if m["held_out"] else "NOT held out"
     console.print(
-        f"[bold]{m['split']}[/bold] ({m['n_tiles']} tiles): pixel IoU {best['iou']:.4f} "
-        f"P {best['precision']:.4f} R {best['recall']:.4f} F1 {best['f1']:.4f} "
-        f"@ {best['threshold']:.2f} | building F1 {b['f1']:.4f} "
-        f"(TP {b['tp']} FP {b['fp']} FN {b['fn']})"
+        f"[bold]{m['split']}[/bold] ({m['n_tiles']} tiles, {held}; thresholds chosen on "
+        f"{m['selected_on'].get('split')}): pixel IoU {head['iou']:.4f} "
+        f"P {head['precision']:.4f} R {head['recall']:.4f} @ {head['threshold']:.2f} | "
+        f"building F1 {b['f1_sn7']:.4f} (IoU>0.25) {b['f1']:.4f} (IoU>=0.5)"
+        + (
+            f" | SCOT {scot['scot']:.4f} (tracking {scot['track_score']:.4f}, change "
+            f"{scot['change_score']:.4f}, track={m['track'].get('mode')})"
+            if scot
+            else ""
+        )
         + (f" | crop IoU {m['crop']['iou']:.4f}" if m["crop"] else "")
     )
     console.print(f"wrote {out_dir}/metrics.json, metrics.md, per_tile.csv, pr_curve.png")

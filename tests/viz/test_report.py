@@ -17,34 +17,63 @@ def _row(threshold, iou, precision, recall, f1):
     return {"threshold": threshold, "iou": iou, "precision": precision, "recall": recall, "f1": f1}
 
 
-def _buildings(threshold, tp, fp, fn, matched):
-    precision, recall = tp / (tp + fp), tp / (tp + fn)
+def _buildings(threshold, tp, fp, fn, tp_sn7, fp_sn7, fn_sn7):
+    def prf(tp, fp, fn):
+        return tp / (tp + fp), tp / (tp + fn), 2 * tp / (2 * tp + fp + fn)
+
+    p, r, f1 = prf(tp, fp, fn)
+    p7, r7, f7 = prf(tp_sn7, fp_sn7, fn_sn7)
     return {
         "threshold": threshold,
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * tp / (2 * tp + fp + fn),
-        "matched_iou_0_25": matched,
+        **{"tp": tp, "fp": fp, "fn": fn, "precision": p, "recall": r, "f1": f1},
+        **{"tp_sn7": tp_sn7, "fp_sn7": fp_sn7, "fn_sn7": fn_sn7},
+        **{"precision_sn7": p7, "recall_sn7": r7, "f1_sn7": f7},
     }
 
 
 SWEEP = [_row(0.4, 0.5, 0.6, 0.75, 0.6667), _row(0.5, 0.55, 0.7, 0.72, 0.7097)]
+SELECTED = {
+    "split": "val",
+    "role": "selection",
+    "kind": "time",
+    "aois": ["L15-0001E"],
+    "months": ["2019-07"],
+    "n_images": 1,
+    "data_root": "/data/sn7",
+}
+REPORTED = {
+    "split": "test",
+    "role": "report",
+    "kind": "aoi",
+    "aois": ["L15-0002E"],
+    "months": ["2018-01", "2018-02"],
+    "n_images": 2,
+    "data_root": "/data/sn7",
+}
+SCOT = {"scot": 0.2, "track_score": 0.4, "change_score": 0.1765, "mismatches": 3, "n_months": 2}
 METRICS = {
     "checkpoint": "/runs/x/checkpoints/best.ckpt",
-    "split": "val",
+    "split": "test",
     "n_tiles": 2,
     "data_root": "/data/sn7",
-    "aois": ["L15-0001E", "L15-0002E"],
+    "aois": ["L15-0002E"],
     "model": {"_target_": "sn7.models.tiny_unet.TinyUNet", "base": 16, "depth": 3},
-    "pixel": {"best": SWEEP[1], "best_f1": SWEEP[1], "sweep": SWEEP},
-    "building": {"iou_match": 0.5, "min_area": 8, **_buildings(0.5, 30, 10, 20, 41)},
-    "building_sweep": [_buildings(0.4, 28, 14, 22, 40), _buildings(0.5, 30, 10, 20, 41)],
-    "crop": {"threshold": 0.5, "iou": 0.6123},
+    "selected_on": SELECTED,
+    "reported_on": REPORTED,
+    "held_out": True,
+    "track": {"mode": "match"},
+    "thresholds": {"pixel": 0.4, "building": 0.5},
+    "pixel": {"headline": SWEEP[0], "oracle": SWEEP[1], "sweep": SWEEP},
+    "tracked_mask": {"iou": 0.45, "precision": 0.5, "recall": 0.8, "f1": 0.62},
+    "building": {"min_area": 8, **_buildings(0.5, 30, 10, 20, 35, 5, 15)},
+    "scot": {
+        "scot": 0.2,
+        "track_score": 0.4,
+        "change_score": 0.1765,
+        "per_aoi": {"L15-0002E": SCOT},
+    },
+    "crop": {"threshold": 0.4, "iou": 0.6123},
     "seconds_per_tile": 3.25,
-    "threshold_mode": "best_iou",
 }
 TABLE = [
     {
@@ -58,6 +87,7 @@ TABLE = [
         "building_fp": 3,
         "building_fn": 9,
         "building_f1": 0.6667,
+        "building_f1_sn7": 0.7,
     },
     {
         "aoi": "L15-0002E",
@@ -70,12 +100,13 @@ TABLE = [
         "building_fp": 7,
         "building_fn": 11,
         "building_f1": 0.6667,
+        "building_f1_sn7": 0.75,
     },
 ]
 
 
 def test_full_report_matches_the_golden_file():
-    """Rendered by metrics_markdown before it was split into section builders: byte for byte."""
+    """metrics.md byte for byte (regenerate the golden file deliberately when the format changes)."""
     assert metrics_markdown(METRICS, TABLE, SWEEP) == GOLDEN.read_text()
 
 
@@ -85,22 +116,29 @@ def test_sections_come_in_reading_order():
     assert heads == [
         "# Evaluation: best.ckpt",
         "## Full-tile pixel metrics",
-        "## Buildings (one-to-one, IoU >= 0.5, predictions >= 8 px)",
-        "## Buildings vs threshold",
+        "## Buildings (tracked footprints, predictions >= 8 px)",
+        "## SCOT (track=match)",
         "## Full tiles vs training crops",
         "## Threshold sweep (one pass)",
         "## Per tile",
     ]
-    assert "| best IoU | 0.50 | 0.5500 | 0.7000 | 0.7200 | 0.7097 |" in md
+    assert "| **headline** (threshold from the selection split) | 0.40 | 0.5000 |" in md
+    assert "| oracle (best on this split itself; not held out) | 0.50 | 0.5500 |" in md
     assert "| L15-0002E 2018_02 | 0.6000 | 0.8000 | 0.7000 | 0.7467 | 18 | 7 | 11 | 0.6667 |" in md
+    assert "**held out**" in md and "last month(s) of the training AOIs" in md
+
+
+def test_a_report_that_is_not_held_out_says_so():
+    md = metrics_markdown(dict(METRICS, held_out=False), TABLE, SWEEP)
+    assert "**not held out**" in md and "**held out**" not in md
 
 
 @pytest.mark.parametrize(
     ("key", "empty", "gone"),
     [
-        ("building_sweep", [], "## Buildings vs threshold"),
+        ("scot", None, "## SCOT"),
         ("crop", None, "## Full tiles vs training crops"),
-        ("building", None, "## Buildings (one-to-one"),
+        ("building", None, "## Buildings (tracked"),
     ],
 )
 def test_a_section_without_data_is_left_out(key, empty, gone):
