@@ -23,6 +23,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from sn7.inference.checkpoint import load_model
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
+from sn7.lit.time_budget import TimeBudget
 from sn7.models.losses import SegmentationLoss
 from sn7.models.tiny_unet import TinyUNet
 from sn7.train import instantiate_group, train
@@ -92,12 +93,16 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
     assert isinstance(instantiate(cfg.loss), SegmentationLoss)
     optimizer = instantiate(cfg.optimizer)(params=model.parameters())
     assert isinstance(optimizer, torch.optim.Optimizer)
+    callbacks = instantiate_group(cfg.get("callbacks"))
     if cfg.scheduler and cfg.scheduler.get("scheduler"):
-        scheduler = instantiate(cfg.scheduler.scheduler)(
-            optimizer, **{cfg.scheduler.total_steps_arg: 10}
-        )
+        kwargs = {}  # what SegmentationTask.configure_optimizers fills in at runtime
+        if cfg.scheduler.get("total_steps_arg"):
+            kwargs[cfg.scheduler.total_steps_arg] = 10
+        if cfg.scheduler.get("clock_arg"):  # a time budget: the config brings its callback
+            (kwargs[cfg.scheduler.clock_arg],) = [c for c in callbacks if isinstance(c, TimeBudget)]
+        scheduler = instantiate(cfg.scheduler.scheduler)(optimizer, **kwargs)
         assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
-    for entry in instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("logger")):
+    for entry in callbacks + instantiate_group(cfg.get("logger")):
         assert entry is not None
     if cfg.trainer.accelerator == "cpu":
         trainer = instantiate(cfg.trainer, precision="32-true", logger=False)
@@ -149,7 +154,7 @@ RUNS = [  # every loss, and between them every scheduler
     ("bce", "none"),
     ("dice", "onecycle"),
     ("bce_dice", "cosine"),
-    ("focal", "onecycle"),
+    ("focal", "time_onecycle"),
     ("focal_dice", "none"),
 ]
 

@@ -23,6 +23,7 @@ from torchmetrics.classification import (
 
 from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
+from sn7.lit.time_budget import TimeBudget
 from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
 from sn7.utils.config import to_container
 from sn7.viz.panels import prediction_panel, rgb_preview
@@ -156,6 +157,8 @@ class SegmentationTask(pl.LightningModule):
         kwargs = {}
         if sched.get("total_steps_arg"):
             kwargs[sched["total_steps_arg"]] = int(self.trainer.estimated_stepping_batches)
+        if sched.get("clock_arg"):  # a time-budget schedule reads the TimeBudget callback
+            kwargs[sched["clock_arg"]] = TimeBudget.of(self.trainer)
         scheduler = instantiate(sched["scheduler"])(optimizer, **kwargs)
         return {
             "optimizer": optimizer,
