@@ -38,7 +38,7 @@ def tiles(synthetic_root, tmp_path_factory):
     return pd.DataFrame(rows), truth
 
 
-def test_grid_positions_cover_the_side_and_end_flush():
+def test_crop_starts_cover_the_side_and_end_flush():
     assert window_starts(96, 64) == [0, 32]
     assert window_starts(128, 64) == [0, 64]
     assert window_starts(130, 64, overlap=16) == [0, 48, 66]  # stride 48
