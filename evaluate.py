@@ -11,7 +11,7 @@ from sn7.utils.cli import run_stage
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> float:
     metrics = run_stage(lambda c: evaluate(c, given=command_line_keys()), cfg)
-    return metrics["pixel"]["best"]["iou"]
+    return metrics["pixel"]["headline"]["iou"]
 
 
 if __name__ == "__main__":

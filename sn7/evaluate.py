@@ -381,7 +381,10 @@ def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pict
     reported = scope.describe()
     is_held_out = held_out(cfg, loaded, scope, selected, given)
     tracked_pixel = scores(*score.tracked_counts[:3].tolist())
-    scot = scot_mean(score.scot) if score.scot else None
+    scot = None
+    if score.scot:
+        scot = scot_mean(score.scot)
+        scot["per_aoi"] = {aoi: r.as_dict() for aoi, r in sorted(score.scot.items())}
     return {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "split": scope.split,

@@ -103,4 +103,4 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> float:
         ],
     )
     given = {o.lstrip("+~").split("=", 1)[0] for o in cfg.eval_overrides}
-    return evaluate(eval_cfg, given=given)["pixel"]["best"]["iou"]
+    return evaluate(eval_cfg, given=given)["pixel"]["headline"]["iou"]

