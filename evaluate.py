@@ -4,8 +4,8 @@ import hydra
 from omegaconf import DictConfig
 
 import sn7  # noqa: F401  (registers the config resolvers)
-from sn7.evaluate import command_line_keys, evaluate
-from sn7.utils.cli import run_stage
+from sn7.evaluate import evaluate
+from sn7.utils.cli import command_line_keys, run_stage
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")

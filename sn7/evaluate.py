@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -26,7 +25,7 @@ from sn7.data.layout import discover_images
 from sn7.data.prepared import Prepared, prepare
 from sn7.data.split import describe
 from sn7.errors import ConfigError
-from sn7.inference.checkpoint import LoadedModel, load_model
+from sn7.inference.checkpoint import LoadedModel, check_against_checkpoint, load_model
 from sn7.inference.scoring import ReportSettings, SplitScore, score_split
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.thresholds import SelectedThresholds, file_sha256, mismatch, read_selected
@@ -49,36 +48,7 @@ from sn7.viz.panels import rgb_preview
 from sn7.viz.report import print_summary, publish, write_outputs
 
 log = logging.getLogger(__name__)
-INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size", "normalization")
 GROUPS = ("data", "split", "subset")
-
-
-def command_line_keys() -> set[str]:
-    """Config keys the user set on the command line (empty outside a Hydra app)."""
-    if not HydraConfig.initialized():
-        return set()
-    return {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
-
-
-def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> None:
-    """Model and input settings come from the checkpoint; a contradicting override is an error."""
-    conflicts = []
-    for key, value in (cfg.get("model") or {}).items():
-        if value is not None and loaded.model_config.get(key) != value:
-            conflicts.append(f"model.{key}={value} (checkpoint: {loaded.model_config.get(key)})")
-    spec = loaded.spec.to_dict()
-    for key in INPUT_KEYS:
-        if f"data.{key}" in given:
-            value = to_container(cfg.data[key])
-            if value != spec[key]:
-                conflicts.append(f"data.{key}={value} (checkpoint: {spec[key]})")
-    if conflicts:
-        raise ConfigError(
-            "override(s) contradict the checkpoint, which defines the model and its input: "
-            + "; ".join(conflicts)
-            + ". Drop them: evaluate and predict read these settings from the checkpoint",
-            loaded.path,
-        )
 
 
 def trained_config(loaded: LoadedModel) -> dict:

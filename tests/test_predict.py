@@ -12,6 +12,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 from affine import Affine
@@ -28,8 +29,9 @@ from shapely.geometry import box
 import sn7.viz.gallery
 from sn7.checks import check_predict
 from sn7.data.synthetic import PIXEL_SIZE, make_sn7_root
-from sn7.errors import ConfigError, DataError
+from sn7.errors import CheckpointError, ConfigError, DataError
 from sn7.inference.checkpoint import load_model
+from sn7.inference.thresholds import SelectedThresholds, file_sha256, thresholds_path
 from sn7.predict import predict, resolve_threshold
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,6 +51,12 @@ def predict_cfg(ckpt: Path, input_: Path | str, out_dir: Path, *overrides: str) 
                 "trainer.precision=32-true",
                 "infer.window=48",
                 "infer.overlap=16",
+                # no evaluate ran for these checkpoints: a fixed threshold unless a test sets one
+                *(
+                    []
+                    if any(o.startswith("predict.threshold=") for o in overrides)
+                    else ["predict.threshold=0.5"]
+                ),
                 *overrides,
             ],
         )
@@ -162,13 +170,33 @@ def test_geojson_geometries_are_valid_and_inside_the_tile(predicted):
             tile = box(*src.bounds)
         assert frame.geometry.is_valid.all()
         assert frame.geometry.apply(tile.covers).all()
-        assert list(frame["id"]) == list(range(1, len(frame) + 1))
+        assert frame["building_id"].is_unique and (frame["building_id"] >= 1).all()
         assert (frame["area_px"] >= MIN_AREA).all()
         assert frame["mean_prob"].between(0.5, 1.0).all()
-    counts = {d["tile"]: d["buildings"] for d in predicted["done"]}  # what predict() returns
-    assert counts == {
-        image.stem: len(buildings(predicted, image)) for image, _ in inputs(predicted)
-    }
+    groups = {d["aoi"]: d for d in predicted["done"]}  # what predict() returns: one per AOI
+    aoi = predicted["root"].aois[0]
+    assert set(groups) == {aoi, None}
+    assert len(groups[aoi]["tiles"]) == 2 and groups[None]["tiles"] == [predicted["utm"].stem]
+
+
+def test_buildings_keep_their_id_across_months(predicted):
+    """One AOI, two months (the second with an alpha = 0 strip): a building seen in both keeps one
+    building_id; first_seen is the month it appears, and nothing is new in the first month."""
+    first, second = [buildings(predicted, t.image) for t in predicted["root"].tiles.values()]
+    assert (first["first_seen"] == "2018_01").all() and not first["is_new"].any()
+    both = first.merge(second, on="building_id", suffixes=("_1", "_2"))
+    assert len(both) >= len(second) - second["is_new"].sum() > 0
+    for row in both.itertuples():  # the same footprint (the perfect model; or its visible part)
+        assert row.geometry_1.intersection(row.geometry_2).area > 0.5 * row.geometry_2.area
+    aoi = predicted["root"].aois[0]
+    tracks = pd.read_csv(predicted["out"] / f"{aoi}_tracks.csv")
+    assert set(tracks["building_id"]) == set(first["building_id"]) | set(second["building_id"])
+    assert tracks.set_index("building_id").loc[both["building_id"], "months_present"].eq(2).all()
+    sn7 = pd.read_csv(predicted["out"] / f"{aoi}_sn7.csv")
+    assert list(sn7.columns) == ["filename", "id", "geometry"]
+    assert len(sn7) == len(first) + len(second)
+    assert sn7["geometry"].str.startswith("POLYGON").all()  # pixel-coordinate WKT
+    assert (predicted["out"] / "change_maps" / f"{aoi}.png").is_file()
 
 
 def test_geojson_buildings_match_the_labels(predicted):
@@ -296,26 +324,43 @@ def test_threshold_auto_reads_the_evaluated_threshold(tmp_path, stub_checkpoint,
     loaded = load_model(ckpt)
 
     def run(out: Path) -> tuple[np.ndarray, np.ndarray]:
-        predict(
-            predict_cfg(
-                ckpt, tile.image, out, "predict.prob_dtype=float32", "predict.gallery=false"
-            )
-        )
+        overrides = [
+            "predict.prob_dtype=float32",
+            "predict.gallery=false",
+            "predict.threshold=auto",
+        ]
+        predict(predict_cfg(ckpt, tile.image, out, *overrides))
         return read(out / f"{tile.stem}_prob.tif")[0], read(out / f"{tile.stem}_mask.tif")[0]
 
-    assert resolve_threshold("auto", loaded) == 0.5
-    prob, mask = run(tmp_path / "default")
-    assert "warning: no evaluated threshold for soft.ckpt" in capsys.readouterr().out
-    np.testing.assert_array_equal(mask, prob >= 0.5)
+    post, area = {"opening": 0, "fill_holes": False}, MIN_AREA  # conf/post, conf/predict
+    with pytest.raises(ConfigError, match="no thresholds chosen on a selection split"):
+        resolve_threshold("auto", loaded, post, area)
+    Path(f"{ckpt}.eval.json").write_text(json.dumps({"threshold": 0.9, "iou": 0.7}))
+    with pytest.raises(CheckpointError, match="older sn7"):  # chosen on any split: refused
+        resolve_threshold("auto", loaded, post, area)
 
-    loaded.threshold_file.write_text(json.dumps({"threshold": 0.9, "iou": 0.7}))
-    assert resolve_threshold("auto", loaded) == 0.9
+    selected = SelectedThresholds(
+        pixel=0.9,
+        building=0.6,
+        selected_on={"split": "val", "aois": ["A"], "data_root": "/d"},
+        post=post,
+        min_area=area,
+        checkpoint_sha256=file_sha256(ckpt),
+    )
+    selected.save(ckpt)
+    assert resolve_threshold("auto", loaded, post, area) == 0.9
+    assert resolve_threshold("auto_buildings", loaded, post, area) == 0.6
     prob, mask = run(tmp_path / "evaluated")
-    assert "warning" not in capsys.readouterr().out
     np.testing.assert_array_equal(mask, prob >= np.float32(0.9))
     assert 0 < mask.sum() < (prob >= 0.5).sum()  # 0.9 really cut some building pixels
+    with pytest.raises(ConfigError, match="chosen with"):  # other post-processing than chosen with
+        resolve_threshold("auto", loaded, {"opening": 1, "fill_holes": False}, area)
+    other = stub_checkpoint(tmp_path / "other.ckpt", gain=11.0)
+    Path(f"{other}.thresholds.json").write_text(thresholds_path(ckpt).read_text())
+    with pytest.raises(ConfigError, match="different checkpoint"):  # copied beside another file
+        resolve_threshold("auto", load_model(other), post, area)
 
-    assert resolve_threshold(0.7, loaded) == 0.7  # an explicit value wins over the file
+    assert resolve_threshold(0.7, loaded, post, area) == 0.7  # an explicit value wins
     for bad in (0, 1.5, -0.1):  # checked up front, before the model is loaded
         with pytest.raises(ConfigError, match=re.escape("predict.threshold")):
             check_predict({"prob_dtype": "uint8", "threshold": bad, "min_area": 0})
@@ -390,6 +435,7 @@ def test_cli_writes_the_good_tiles_and_exits_non_zero(tmp_path, predicted):
             f"ckpt_path={predicted['ckpt']}",
             f"input={tmp_path / 'in'}",
             "predict.gallery=false",
+            "predict.threshold=0.5",
             f"hydra.run.dir={run_dir}",
         ],
         cwd=REPO,
@@ -405,3 +451,15 @@ def test_cli_writes_the_good_tiles_and_exits_non_zero(tmp_path, predicted):
         assert f"  - {path}: {reason}" in result.stderr
     for suffix in ("_prob.tif", "_mask.tif", "_buildings.geojson"):
         assert (run_dir / f"{good.stem}{suffix}").is_file()
+
+
+def test_a_data_override_that_contradicts_the_checkpoint_is_refused(tmp_path, predicted):
+    """predict takes the data group (for ground truth) but the model's bands come from the
+    checkpoint: `data.bands=...` on the command line is an error, not silently ignored."""
+    tile = next(iter(predicted["root"].tiles.values()))
+    cfg = predict_cfg(predicted["ckpt"], tile.image, tmp_path / "out", "data.bands=[1,2,3]")
+    with pytest.raises(
+        ConfigError, match=r"data\.bands=\[1, 2, 3\] \(checkpoint: \[1, 2, 3, 4\]\)"
+    ):
+        predict(cfg, given={"data.bands"})
+    assert not (tmp_path / "out").exists()

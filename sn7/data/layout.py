@@ -129,3 +129,12 @@ def id_labels(files: ImageFiles) -> tuple[Path, str] | None:
         if path.is_file():
             return path, LABEL_SOURCES[source]
     return None
+
+
+_STEM_AOI = re.compile(r"global_monthly_\d{4}_\d{2}_mosaic_(.+)$")
+
+
+def aoi_of(stem: str) -> str | None:
+    """The AOI of an SN7 monthly mosaic's file stem (global_monthly_YYYY_MM_mosaic_<AOI>)."""
+    match = _STEM_AOI.search(stem)
+    return match.group(1) if match else None

@@ -14,11 +14,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from omegaconf import DictConfig
 from torch import nn
 
 from sn7.data.input_spec import InputSpec
-from sn7.errors import CheckpointError, SN7Error
+from sn7.errors import CheckpointError, ConfigError, SN7Error
 from sn7.models.registry import build_model, refusal
+from sn7.utils.config import to_container
 from sn7.utils.safe_load import first_line, load_weights_only
 
 FORMAT_KEY = "sn7_format"
@@ -91,3 +93,27 @@ def load_model(path: str | Path, trusted_models: Iterable[str] = ()) -> LoadedMo
         raise CheckpointError(f"weights do not fit the model {model_config}: {head}", path) from exc
     model.eval()
     return LoadedModel(model, spec, model_config, dict(hparams.get("run_config") or {}), path)
+
+
+INPUT_KEYS = ("bands", "mean", "std", "alpha_band", "crop_size", "normalization")
+
+
+def check_against_checkpoint(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> None:
+    """Model and input settings come from the checkpoint; a contradicting override is an error."""
+    conflicts = []
+    for key, value in (cfg.get("model") or {}).items():
+        if value is not None and loaded.model_config.get(key) != value:
+            conflicts.append(f"model.{key}={value} (checkpoint: {loaded.model_config.get(key)})")
+    spec = loaded.spec.to_dict()
+    for key in INPUT_KEYS:
+        if f"data.{key}" in given:
+            value = to_container(cfg.data[key])
+            if value != spec[key]:
+                conflicts.append(f"data.{key}={value} (checkpoint: {spec[key]})")
+    if conflicts:
+        raise ConfigError(
+            "override(s) contradict the checkpoint, which defines the model and its input: "
+            + "; ".join(conflicts)
+            + ". Drop them: evaluate and predict read these settings from the checkpoint",
+            loaded.path,
+        )

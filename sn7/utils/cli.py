@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
@@ -37,3 +38,10 @@ def run_stage(stage: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
             raise
         print(f"sn7 error: {error}", file=sys.stderr, flush=True)
         sys.exit(1)
+
+
+def command_line_keys() -> set[str]:
+    """Config keys the user set on the command line (empty outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return set()
+    return {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}

@@ -106,7 +106,7 @@ TABLE = [
 
 
 def test_full_report_matches_the_golden_file():
-    """metrics.md byte for byte (regenerate the golden file deliberately when the format changes)."""
+    """metrics.md byte for byte (regenerate the golden file on purpose when the format changes)."""
     assert metrics_markdown(METRICS, TABLE, SWEEP) == GOLDEN.read_text()
 
 
