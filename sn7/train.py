@@ -47,7 +47,7 @@ def train(cfg: DictConfig) -> float | None:
     threads = configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    channels_last = resolve_channels_last(cfg.channels_last, precision)
+    channels_last = resolve_channels_last(cfg.channels_last)
     log.info("precision %s, channels_last %s, %d torch threads", precision, channels_last, threads)
 
     datamodule = SN7DataModule(cfg.data, cfg.split, cfg.subset, cfg.augment, cfg.seed)

@@ -115,6 +115,6 @@ def predictor_for(cfg, loaded) -> SlidingWindowPredictor:
         overlap=cfg.infer.overlap,
         batch_size=cfg.infer.batch_size,
         precision=precision,
-        channels_last=resolve_channels_last(cfg.channels_last, precision),
+        channels_last=resolve_channels_last(cfg.channels_last),
         tta=bool(cfg.infer.get("tta", False)),
     )
