@@ -135,7 +135,7 @@ def train_and_score(precision: str, channels_last: bool, steps: int = 80) -> flo
     predictor = SlidingWindowPredictor(
         task.model, window=SIZE, overlap=0, precision=precision, channels_last=channels_last
     )
-    pred = predictor.forward(images) > 0.5
+    pred = predictor.forward(images) >= 0.5
     valid = masks != IGNORE
     truth = masks == 1
     inter = (pred & truth & valid).sum().item()
