@@ -50,7 +50,7 @@ def auto_path() -> tuple[str, bool]:
     from sn7.utils.hardware import resolve_channels_last, resolve_precision
 
     precision = resolve_precision("auto", "cpu")
-    return precision, resolve_channels_last("auto", precision)
+    return precision, resolve_channels_last("auto")
 
 
 def training_path(train_cfg: DictConfig) -> tuple[str, bool]:
@@ -58,7 +58,7 @@ def training_path(train_cfg: DictConfig) -> tuple[str, bool]:
     from sn7.utils.hardware import resolve_channels_last, resolve_precision
 
     precision = resolve_precision(train_cfg.trainer.precision, train_cfg.trainer.accelerator)
-    return precision, resolve_channels_last(train_cfg.channels_last, precision)
+    return precision, resolve_channels_last(train_cfg.channels_last)
 
 
 # every (precision, channels_last) the project could run on a CPU; PLAIN is every baseline

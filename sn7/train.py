@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
@@ -18,7 +20,7 @@ from sn7.lit.checkpoint_io import AtomicCheckpointIO
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
 from sn7.utils.atomic import write_json_atomic
-from sn7.utils.config import to_container
+from sn7.utils.config import project_root, to_container
 from sn7.utils.hardware import configure_threads, resolve_channels_last, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def train(cfg: DictConfig) -> float | None:
     threads = configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
-    channels_last = resolve_channels_last(cfg.channels_last, precision)
+    channels_last = resolve_channels_last(cfg.channels_last)
     log.info("precision %s, channels_last %s, %d torch threads", precision, channels_last, threads)
 
     datamodule = SN7DataModule(cfg.data, cfg.split, cfg.subset, cfg.augment, cfg.seed)
@@ -71,7 +73,7 @@ def train(cfg: DictConfig) -> float | None:
     results = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     results["train/minutes"] = minutes
     log.info("training took %.1f min (%d steps)", minutes, trainer.global_step)
-    ckpt = next((c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint)), None)
+    ckpt = best_model_checkpoint(callbacks)
     best = ckpt.best_model_path if ckpt is not None else ""
     if best:
         log.info("best checkpoint: %s (%s)", best, ckpt.best_model_score)
@@ -87,20 +89,43 @@ def train(cfg: DictConfig) -> float | None:
     return value
 
 
+def best_model_checkpoint(callbacks: list) -> pl.callbacks.ModelCheckpoint | None:
+    """The ModelCheckpoint that keeps a best model (a monitor and save_top_k != 0), not the one
+    that only refreshes last.ckpt every N steps."""
+    return next(
+        (
+            c
+            for c in callbacks
+            if isinstance(c, pl.callbacks.ModelCheckpoint) and c.monitor and c.save_top_k != 0
+        ),
+        None,
+    )
+
+
+def compose_evaluate_config(overrides: list[str]) -> DictConfig:
+    """conf/evaluate.yaml with `overrides`, as evaluate.py would compose it: through the running
+    Hydra app (train.py, sweeps) or, when train() is called from plain Python, a Hydra context of
+    its own that leaves no global state behind."""
+    if GlobalHydra.instance().is_initialized():
+        return compose("evaluate", overrides=overrides)
+    conf_dir = Path(project_root()) / "conf"
+    if not (conf_dir / "evaluate.yaml").is_file():
+        raise ConfigError("evaluate_after_training needs conf/evaluate.yaml", conf_dir)
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        return compose("evaluate", overrides=overrides)
+
+
 def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> float:
     """Full-tile IoU of the val AOI(s): evaluate.py on `ckpt_path`, into <run_dir>/evaluate."""
-    from hydra import compose
-
     from sn7.evaluate import evaluate
 
-    eval_cfg = compose(
-        "evaluate",
-        overrides=[
+    eval_cfg = compose_evaluate_config(
+        [
             f"ckpt_path={ckpt_path}",
             f"paths.run_dir={Path(cfg.paths.run_dir) / 'evaluate'}",
             f"trainer.precision={cfg.trainer.precision}",
             *cfg.eval_overrides,
-        ],
+        ]
     )
     given = {o.lstrip("+~").split("=", 1)[0] for o in cfg.eval_overrides}
     return evaluate(eval_cfg, given=given)["pixel"]["headline"]["iou"]

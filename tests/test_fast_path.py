@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
+from sn7.errors import ConfigError
 from sn7.inference.sliding_window import SlidingWindowPredictor
 from sn7.lit.module import SegmentationTask
 from sn7.utils import hardware
@@ -25,31 +26,49 @@ AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
 
 
-@pytest.mark.parametrize(
-    ("flags", "expected"),
-    [
-        (frozenset(), "32-true"),
-        (AVX2, "32-true"),
-        (AVX512, "32-true"),  # AVX-512 without bf16 instructions still emulates bf16
-        (AVX512 | {"avx512_bf16"}, "bf16-mixed"),
-        (AVX512 | {"amx_tile", "amx_bf16"}, "bf16-mixed"),
-        (AVX2 | {"amx_bf16"}, "bf16-mixed"),
-    ],
-)
-def test_auto_precision_follows_cpu_flags(monkeypatch, flags, expected):
+FLAG_CASES = [
+    (frozenset(), "32-true"),
+    (AVX2, "32-true"),
+    (AVX512, "32-true"),  # AVX-512 without bf16 instructions still emulates bf16
+    (AVX512 | {"avx512_bf16"}, "bf16-mixed"),
+    (AVX512 | {"amx_tile", "amx_bf16"}, "bf16-mixed"),
+    (AVX2 | {"amx_bf16"}, "bf16-mixed"),
+]
+
+
+@pytest.mark.parametrize(("flags", "expected"), FLAG_CASES)
+def test_cpu_precision_follows_cpu_flags(flags, expected):
+    assert hardware.cpu_precision(flags) == expected
+
+
+@pytest.mark.parametrize(("flags", "expected"), FLAG_CASES)
+def test_auto_precision_reads_this_cpus_flags(monkeypatch, flags, expected):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
-    precision = hardware.resolve_precision("auto", "cpu")
-    assert precision == expected
-    assert hardware.resolve_channels_last("auto", precision) is True  # NHWC is never slower
+    assert hardware.resolve_precision("auto", "cpu") == expected
+
+
+def test_cpu_flags_are_read_from_the_cpuinfo_flags_line(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: Fake CPU\nflags\t\t: fpu sse4_2 avx2 amx_bf16\nbugs\t: x\n")
+    flags = hardware.cpu_flags(cpuinfo)
+    assert flags == {"fpu", "sse4_2", "avx2", "amx_bf16"}
+    assert hardware.cpu_precision(flags) == "bf16-mixed"
+    assert hardware.cpu_flags(tmp_path / "missing") == frozenset()
 
 
 @pytest.mark.parametrize("flags", [AVX2, AVX512 | {"avx512_bf16"}])
-def test_explicit_choices_win_over_flags(monkeypatch, flags):
+def test_explicit_precision_wins_over_flags(monkeypatch, flags):
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     assert hardware.resolve_precision("32-true", "cpu") == "32-true"
     assert hardware.resolve_precision("bf16-mixed", "cpu") == "bf16-mixed"
-    assert hardware.resolve_channels_last(True, "32-true") is True
-    assert hardware.resolve_channels_last(False, "bf16-mixed") is False
+
+
+def test_channels_last_auto_is_on_and_explicit_choices_win():
+    assert hardware.resolve_channels_last("auto") is True  # NHWC is never slower on a CPU
+    assert hardware.resolve_channels_last(True) is True
+    assert hardware.resolve_channels_last(False) is False
+    with pytest.raises(ConfigError, match="channels_last"):
+        hardware.resolve_channels_last("yes")
 
 
 # --- accuracy: auto path vs plain fp32 on a small synthetic task --------------------------------
@@ -116,7 +135,7 @@ def train_and_score(precision: str, channels_last: bool, steps: int = 80) -> flo
     predictor = SlidingWindowPredictor(
         task.model, window=SIZE, overlap=0, precision=precision, channels_last=channels_last
     )
-    pred = predictor.forward(images) > 0.5
+    pred = predictor.forward(images) >= 0.5
     valid = masks != IGNORE
     truth = masks == 1
     inter = (pred & truth & valid).sum().item()
@@ -127,7 +146,7 @@ def train_and_score(precision: str, channels_last: bool, steps: int = 80) -> flo
 @pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no `val_dataloader`")
 def test_auto_path_matches_fp32_iou():
     precision = hardware.resolve_precision("auto", "cpu")
-    channels_last = hardware.resolve_channels_last("auto", precision)
+    channels_last = hardware.resolve_channels_last("auto")
     iou_fp32 = train_and_score("32-true", False)
     iou_auto = (
         iou_fp32

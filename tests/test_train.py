@@ -14,16 +14,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import pytorch_lightning as pl
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from sn7.inference.checkpoint import load_model
+from sn7.lit.callbacks import TensorBoardPanels
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
 from sn7.lit.time_budget import TimeBudget
+from sn7.metrics.pixel import scores
 from sn7.models.losses import SegmentationLoss
 from sn7.models.tiny_unet import TinyUNet
 from sn7.train import instantiate_group, train
@@ -56,7 +61,12 @@ def ckpt_of(path: Path) -> dict:
 
 
 def model_checkpoint_state(ckpt: dict) -> dict:
-    (state,) = [v for k, v in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    """State of the ModelCheckpoint that keeps best.ckpt (the periodic one has no monitor)."""
+    (state,) = [
+        v
+        for k, v in ckpt["callbacks"].items()
+        if k.startswith("ModelCheckpoint") and v["monitor"] is not None
+    ]
     return state
 
 
@@ -102,8 +112,13 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
             (kwargs[cfg.scheduler.clock_arg],) = [c for c in callbacks if isinstance(c, TimeBudget)]
         scheduler = instantiate(cfg.scheduler.scheduler)(optimizer, **kwargs)
         assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
-    for entry in callbacks + instantiate_group(cfg.get("logger")):
-        assert entry is not None
+    for key, base in (("callbacks", pl.Callback), ("logger", pl.loggers.Logger)):
+        entries = cfg.get(key) or {}
+        targets = [e._target_ for e in entries.values() if e and "_target_" in e]
+        built = instantiate_group(entries)
+        assert len(built) == len(targets), key
+        for obj, target in zip(built, targets, strict=True):
+            assert isinstance(obj, get_class(target)) and isinstance(obj, base), target
     if cfg.trainer.accelerator == "cpu":
         trainer = instantiate(cfg.trainer, precision="32-true", logger=False)
         assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
@@ -166,7 +181,24 @@ def test_short_runs_cover_every_loss_and_scheduler():
 
 
 @pytest.mark.parametrize(("loss", "scheduler"), RUNS)
-def test_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, loss, scheduler):
+def test_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, monkeypatch, loss, scheduler):
+    """One step per loss/scheduler: every term of the loss is non-zero on a batch with
+    buildings and adds up to the loss, and the scheduler moves the learning rate."""
+    seen: dict = {}
+    original = SegmentationTask.training_step
+
+    def recording(self, batch, batch_idx):
+        seen["lr_before"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        with torch.no_grad():
+            seen["logits"] = self(batch["image"])
+        seen["target"], seen["loss_fn"] = batch["mask"].long(), self.loss_fn
+        return original(self, batch, batch_idx)
+
+    def at_end(self):
+        seen["lr_after"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+
+    monkeypatch.setattr(SegmentationTask, "training_step", recording)
+    monkeypatch.setattr(SegmentationTask, "on_train_end", at_end)
     cfg = tiny_cfg(
         synthetic_root.root,
         tmp_path,
@@ -176,9 +208,29 @@ def test_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, loss, scheduler):
     )
     value = train(cfg)
     assert value is not None and 0.0 <= value <= 1.0  # val/best_iou
-    # fast_dev_run logs nothing and saves no best model (Lightning still writes last.ckpt)
+    # fast_dev_run logs nothing and saves no checkpoint
     assert not (tmp_path / "tensorboard").exists()
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()
+
+    logits, target, loss_fn = seen["logits"], seen["target"], seen["loss_fn"]
+    assert (target == 1).any()
+    weights = {name: getattr(loss_fn, f"{name}_weight") for name in ("bce", "dice", "focal")}
+    assert {name for name, w in weights.items() if w} == set(loss.split("_"))
+    total = 0.0
+    for name, weight in weights.items():
+        if weight:
+            only = {f"{n}_weight": float(n == name) for n in weights}
+            kept = ("pos_weight", "focal_gamma", "focal_alpha", "smooth", "gap_weight")
+            term = SegmentationLoss(**only, **{k: getattr(loss_fn, k) for k in kept})
+            value = float(term(logits, target))
+            assert value > 1e-4, name
+            total += weight * value
+    assert float(loss_fn(logits, target)) == pytest.approx(total, rel=1e-5)
+
+    if scheduler == "none":
+        assert seen["lr_after"] == seen["lr_before"] == cfg.optimizer.lr
+    else:
+        assert seen["lr_after"] != pytest.approx(seen["lr_before"], rel=1e-3)
 
 
 def test_overfit_repeats_the_same_batch(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
@@ -247,6 +299,31 @@ def test_tensorboard_has_losses_metrics_panel_and_pr_curve(tb_run):
     total = tp + fp + tn + fn
     assert (total == total[0]).all() and total[0] > 0
 
+    # the hparams table: the run's config against hp/val_best_iou (EventAccumulator skips it)
+    hparams = {
+        value.tag: value.metadata.plugin_data
+        for path in (run_dir / "tensorboard").glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+        if value.tag.startswith("_hparams_/")
+    }
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= hparams.keys()
+    assert all(data.plugin_name == "hparams" for data in hparams.values())
+    assert b"hp/val_best_iou" in hparams["_hparams_/experiment"].content
+    assert b"model/base" in hparams["_hparams_/session_start_info"].content  # run_config
+
+
+def test_images_and_pr_curves_come_from_the_callback(synthetic_root, tiny_cfg, tmp_path):
+    """The task itself writes scalars only: without TensorBoardPanels no panel, no PR curve."""
+    cfg = tiny_cfg(synthetic_root.root, tmp_path, "callbacks.tensorboard_panels=null")
+    assert not any(isinstance(c, TensorBoardPanels) for c in instantiate_group(cfg.callbacks))
+    train(cfg)
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert "val/iou" in events.Tags()["scalars"]
+    assert not events.Tags()["images"]
+    assert "val/pr_curve" not in events.Tags()["tensors"]
+
 
 def test_checkpoint_hparams_describe_model_and_input(tb_run):
     run_dir, cfg, _ = tb_run
@@ -298,7 +375,9 @@ def test_resume_continues_epochs_steps_and_optimizer_state(
     run_dir, _, _ = tb_run
     last = run_dir / "checkpoints" / "last.ckpt"
     before = ckpt_of(last)
-    assert (before["epoch"], before["global_step"]) == (0, 2)
+    # written when training ended (periodic_checkpoint saves last.ckpt then if its N steps never
+    # came): epoch 0 is complete, so the checkpoint's epoch counter is 1
+    assert (before["epoch"], before["global_step"]) == (1, 2)
 
     restored = {}
     original = SegmentationTask.on_train_start
@@ -329,7 +408,7 @@ def test_resume_continues_epochs_steps_and_optimizer_state(
             assert torch.equal(restored["optimizer"]["state"][key][name], state[name])
 
     after = ckpt_of(tmp_path / "checkpoints" / "last.ckpt")
-    assert (after["epoch"], after["global_step"]) == (1, 4)
+    assert (after["epoch"], after["global_step"]) == (2, 4)  # at train end, as above
     assert all(int(s["step"]) == 4 for s in after["optimizer_states"][0]["state"].values())
     assert after["lr_schedulers"][0]["last_epoch"] == 4
 
@@ -338,6 +417,60 @@ def test_resume_continues_epochs_steps_and_optimizer_state(
         assert metrics[column].notna().any(), column
     assert set(metrics["epoch"].dropna()) == {1}  # epoch 0 was not trained again
     assert sorted(metrics.loc[metrics["train/loss"].notna(), "step"]) == [2, 3]
+
+
+def test_last_ckpt_after_every_validation_and_every_n_steps(
+    synthetic_root, tiny_cfg, tmp_path, monkeypatch
+):
+    """3 epochs of 3 steps, periodic every 2 steps, a monitor that never improves after epoch 0
+    (`epoch`, mode min): best.ckpt stays at step 3, last.ckpt is written at steps 2, 4, 6, 8 and
+    after each validation (3, 6, 9), so the run ends with last.ckpt at step 9, epoch 2."""
+    saved = []
+    original = pl.Trainer.save_checkpoint
+
+    def recording(self, filepath, *args, **kwargs):
+        saved.append((Path(filepath).name, self.global_step))
+        return original(self, filepath, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", recording)
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "logger=none",
+        "data.samples_per_epoch=12",  # 3 steps of 4 crops
+        "trainer.max_epochs=3",
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
+        "callbacks.model_checkpoint.monitor=epoch",
+        "callbacks.model_checkpoint.mode=min",
+    )
+    train(cfg)
+    assert sorted({step for name, step in saved if name == "last.ckpt"}) == [2, 3, 4, 6, 8, 9]
+    assert [step for name, step in saved if name == "best.ckpt"] == [3]
+    files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert files == ["best.ckpt", "last.ckpt"]  # no last-v1.ckpt
+    last = ckpt_of(tmp_path / "checkpoints" / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (2, 9)
+    assert model_checkpoint_state(last)["best_model_path"].endswith("best.ckpt")
+
+
+def test_evaluate_after_training_outside_a_hydra_app(synthetic_root, tiny_cfg, tmp_path):
+    """train() called from plain Python (no Hydra app, GlobalHydra not initialised) still
+    composes conf/evaluate.yaml for evaluate_after_training, and leaves no Hydra state behind."""
+    assert not GlobalHydra.instance().is_initialized()
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "logger=none",
+        "evaluate_after_training=true",
+        "optimized_metric=eval/full_tile_iou",
+        "eval_overrides=['eval.gallery=0','eval.crop_metrics=false']",
+    )
+    value = train(cfg)
+    assert not GlobalHydra.instance().is_initialized()
+    metrics = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    assert value == pytest.approx(metrics["pixel"]["best"]["iou"])
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["metrics"]["eval/full_tile_iou"] == pytest.approx(value)
 
 
 def load_entry_point():
@@ -447,8 +580,29 @@ def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_ov
 
 
 @pytest.mark.slow
-def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path):
-    """Two CPU processes over gloo, spawned: the DDP code paths (metric sync, rank-0 logging)."""
-    cfg = tiny_cfg(synthetic_root.root, tmp_path, "trainer=ddp_sim", "debug=fast_dev_run")
+def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
+    """Two CPU processes over gloo, spawned. Each rank validates different crops; what is logged
+    (on every rank) is the metric over both ranks' pixels, and a value logged with sync_dist is
+    the mean over ranks. tests/rank_probe.py records what each rank saw."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the spawned ranks import it
+    probe = tmp_path / "probe"
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "trainer=ddp_sim",
+        "debug=fast_dev_run",
+        "+callbacks.rank_probe._target_=rank_probe.RankProbe",
+        f"+callbacks.rank_probe.out_dir={probe}",
+    )
     value = train(cfg)
-    assert value is not None and 0.0 <= value <= 1.0
+    ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    counts = [r["counts"] for r in ranks]
+    assert all(sum(c) > 0 for c in counts) and counts[0] != counts[1]
+    expected = scores(*(a + b for a, b in zip(*counts, strict=True)))
+    for rank in ranks:
+        logged = rank["logged"]
+        assert logged["probe/rank"] == pytest.approx(1.5)  # mean of 1 and 2
+        for name in ("iou", "precision", "recall", "f1"):
+            assert logged[f"val/{name}"] == pytest.approx(expected[name], rel=1e-6), name
+        assert logged["val/best_iou"] == pytest.approx(value)
+        assert logged["val/best_iou"] >= logged["val/iou"] - 1e-6

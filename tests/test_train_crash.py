@@ -30,7 +30,7 @@ def test_sigkill_mid_epoch_then_resume(tmp_path, synthetic_root, tiny_train_over
         f"data.work_dir={tmp_path / 'work'}",
         *tiny_train_overrides,
         "logger=none",
-        "callbacks.periodic_checkpoint.every_n_steps=2",
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
         "data.samples_per_epoch=4000",  # one epoch far longer than the test: the kill is mid-epoch
     ]
     proc = subprocess.Popen(

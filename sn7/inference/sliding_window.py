@@ -172,7 +172,7 @@ def predictor_for(cfg, loaded) -> SlidingWindowPredictor:
         overlap=cfg.infer.overlap,
         batch_size=CPU_BATCH_SIZE if batch_size == "auto" else int(batch_size),
         precision=precision,
-        channels_last=resolve_channels_last(cfg.channels_last, precision),
+        channels_last=resolve_channels_last(cfg.channels_last),
         tta=bool(cfg.infer.get("tta", False)),
         device=device,
     )

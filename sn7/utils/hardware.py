@@ -22,9 +22,9 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed")
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> frozenset[str]:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path(cpuinfo).read_text().splitlines():
             if line.startswith("flags"):
                 return frozenset(line.split(":", 1)[1].split())
     except OSError:
@@ -42,8 +42,14 @@ def cpu_model() -> str:
     return "unknown CPU"
 
 
-def has_native_bf16() -> bool:
-    return bool(NATIVE_BF16_FLAGS & cpu_flags())
+def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU (or the given /proc/cpuinfo flag set) has bf16 instructions."""
+    return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def cpu_precision(flags: frozenset[str]) -> str:
+    """The `auto` precision for a CPU with these flags: bf16 only where it is native."""
+    return "bf16-mixed" if has_native_bf16(flags) else "32-true"
 
 
 def resolve_precision(value: str | int, accelerator: str = "cpu") -> str:
@@ -55,16 +61,18 @@ def resolve_precision(value: str | int, accelerator: str = "cpu") -> str:
         return value
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if has_native_bf16() else "32-true"
+    return cpu_precision(cpu_flags())
 
 
-def resolve_channels_last(value: str | bool, precision: str) -> bool:
+def resolve_channels_last(value: str | bool) -> bool:
     """`auto` -> channels_last. Measured (benchmarks/): oneDNN's NHWC kernels are 3x faster than
     NCHW in bf16, 1.4-1.6x in fp32 on AVX-512, and no slower in fp32 on AVX2, so it is never the
-    wrong choice on a CPU. (`precision` stays a parameter so a GPU path can decide otherwise.)"""
+    wrong choice on a CPU, whatever the precision."""
     if value == "auto":
         return True
-    return bool(value)
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"channels_last={value!r} must be auto, true or false")
 
 
 def configure_threads(threads: int | None = None) -> int:

@@ -96,19 +96,6 @@ def test_odd_tile_sizes(tmp_path, size):
         np.testing.assert_array_equal(mask, truth.tiles[tile.key].mask, err_msg=label_source)
 
 
-def test_label_sources_agree_on_synthetic_data(synthetic_root):
-    masks = {
-        source: {
-            t.key: rasterize_tile(t, RasterizeSettings()).mask
-            for t in discover_images(synthetic_root.root, label_source=source)
-        }
-        for source in SOURCES
-    }
-    for key in synthetic_root.tiles:
-        assert iou(masks["labels"][key], masks["labels_match"][key]) >= 0.98
-        assert iou(masks["labels"][key], masks["labels_match_pix"][key]) >= 0.98
-
-
 @pytest.mark.shared
 def test_label_sources_agree_on_the_real_sample(shared_sample):
     by_source = {source: discover_images(shared_sample, label_source=source) for source in SOURCES}

@@ -155,10 +155,19 @@ def test_loaders_yield_batches_of_the_configured_shape(synthetic_root, train_cfg
 
 
 def test_augment_choice_reaches_the_train_set_only(synthetic_root, train_cfg, tmp_path):
-    assert datamodule(train_cfg(synthetic_root.root, tmp_path)).train_set.augment is not None
-    dm = datamodule(train_cfg(synthetic_root.root, tmp_path, "augment=none"))
-    assert dm.train_set.augment is None
-    assert not hasattr(dm.val_set, "augment")
+    """The augment choice changes train crops only: val crops are the same under augment=strong
+    as under augment=none, and are the tile's pixels as read."""
+    strong = datamodule(train_cfg(synthetic_root.root, tmp_path / "a", "augment=strong"))
+    plain = datamodule(train_cfg(synthetic_root.root, tmp_path / "b", "augment=none"))
+    assert strong.train_set.augment is not None and plain.train_set.augment is None
+    assert len(strong.val_set) == len(plain.val_set) > 0
+    for i in range(len(plain.val_set)):
+        a, b = strong.val_set[i], plain.val_set[i]
+        torch.testing.assert_close(a["image"], b["image"], rtol=0, atol=0)
+        torch.testing.assert_close(a["mask"], b["mask"], rtol=0, atol=0)
+        image, mask = plain.val_set.read_crop(*plain.val_set.index[i])
+        np.testing.assert_array_equal(b["mask"].numpy(), mask)
+        np.testing.assert_array_equal(b["image"].numpy(), plain.spec.normalize(image))
 
 
 def test_three_band_input_feeds_three_channels(synthetic_root, train_cfg, tmp_path):

@@ -1,5 +1,6 @@
-"""SegmentationTask (sn7.lit.module): loss and metrics skip ignore pixels, optimisers and schedulers
-come from config, and one batch can be overfitted."""
+"""SegmentationTask (sn7.lit.module): loss and metrics skip ignore pixels, val metrics are
+evaluate's (p >= threshold), optimisers and schedulers come from config, and one batch can be
+overfitted."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from torch.utils.data import DataLoader
 
 from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
+from sn7.evaluate import crop_counts
+from sn7.inference.checkpoint import LoadedModel
+from sn7.inference.sliding_window import SlidingWindowPredictor
+from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
-from sn7.metrics.pixel import scores
+from sn7.metrics.pixel import counts_from, scores, sweep_metric, sweep_rows, threshold_grid
 from sn7.train import build_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -125,7 +130,7 @@ def test_val_metrics_count_valid_pixels_only():
     with torch.no_grad():
         prob = task(batch["image"]).sigmoid()
     valid = batch["mask"] != IGNORE
-    pred, truth = prob[valid] > 0.5, batch["mask"][valid] == 1
+    pred, truth = prob[valid] >= 0.5, batch["mask"][valid] == 1
     tp = int((pred & truth).sum())
     fp = int((pred & ~truth).sum())
     fn = int((~pred & truth).sum())
@@ -139,6 +144,62 @@ def test_val_metrics_count_valid_pixels_only():
     # the best threshold's IoU can only beat the IoU at 0.5 (0.5 is on the grid)
     assert got["val/best_iou"] >= got["val/iou"] - 1e-6
     assert 0.05 <= got["val/best_threshold"] <= 0.95
+
+
+def band1_tie_model(spec: InputSpec, level: int) -> dict:
+    """A 1x1 conv whose logit is band1 - band1(level) in model-input units: exactly 0 (p = 0.5
+    exactly) wherever band 1 reads `level`, above 0.5 where brighter, below where darker."""
+    pixel = np.zeros((spec.in_channels, 1, 1), np.uint8)
+    pixel[0] = level
+    at_level = float(spec.normalize(pixel)[0, 0, 0])  # float32, as the dataset computes it
+    return {"weight": [1.0] + [0.0] * (spec.in_channels - 1), "bias": -at_level}
+
+
+def test_val_metrics_are_evaluates_crop_metrics_ties_included(synthetic_root, train_cfg, tmp_path):
+    """Training's val counts and val/iou, precision, recall, F1 at 0.5 equal what evaluate
+    computes over the same grid crops (sn7.evaluate.crop_counts), with many probabilities
+    exactly 0.5: both count p >= threshold as a building."""
+    cfg = train_cfg(synthetic_root.root, tmp_path, "data.val_batch_size=3")
+    dm = SN7DataModule(cfg.data, cfg.split, cfg.subset, cfg.augment, cfg.seed)
+    dm.prepare_data()
+    dm.setup("fit")
+    crops = [dm.val_set[i] for i in range(len(dm.val_set))]
+    # band 1's most common raw value on building pixels: p = 0.5 exactly on a good share of them
+    raw = [dm.val_set.read_crop(*where) for where in dm.val_set.index]
+    level = int(np.bincount(np.concatenate([img[0][mask == 1] for img, mask in raw])).argmax())
+    tie = band1_tie_model(dm.spec, level)
+
+    task = SegmentationTask(
+        model=PIXELWISE, loss=LOSS, optimizer=ADAMW, scheduler=None, input_spec=dm.spec.to_dict()
+    )
+    with torch.no_grad():
+        task.model.weight.copy_(torch.tensor(tie["weight"]).reshape(1, -1, 1, 1))
+        task.model.bias.fill_(tie["bias"])
+    prob = torch.cat([task(c["image"][None]).sigmoid() for c in crops])
+    masks = torch.stack([c["mask"] for c in crops])
+    ties = (prob == 0.5) & (masks == 1)
+    assert ties.sum() >= 20, "the test needs buildings with p exactly 0.5"
+
+    t = trainer()
+    t.validate(task, dataloaders=dm.val_dataloader(), verbose=False)
+    logged = {k: float(v) for k, v in t.callback_metrics.items()}
+
+    thresholds = threshold_grid()
+    loaded = LoadedModel(task.model, dm.spec, {}, {}, tmp_path / "unused.ckpt")
+    predictor = SlidingWindowPredictor(task.model, window=64, overlap=0, batch_size=5)
+    counts = crop_counts(loaded, predictor, dm.val_set.rows, thresholds)
+    np.testing.assert_array_equal(task.val_counts, counts)
+    at_half = sweep_rows(thresholds, counts)[thresholds.index(0.5)]
+    for name in ("iou", "precision", "recall", "f1"):
+        assert logged[f"val/{name}"] == pytest.approx(at_half[name], rel=1e-6), name
+
+    # the ties decide the result: counting p > 0.5 (torchmetrics' Binary* rule) gives less
+    valid = masks != IGNORE
+    strict = (prob > 0.5) & valid
+    truth = (masks == 1) & valid
+    tp = int((strict & truth).sum())
+    strict_iou = tp / int((strict | truth).sum())
+    assert strict_iou < at_half["iou"] - 0.01
 
 
 def test_forward_returns_one_logit_map_per_image():
@@ -246,11 +307,11 @@ def test_one_batch_can_be_overfitted(compose_config, synthetic_root, tmp_path):
 
     def iou() -> float:
         task.eval()
-        task.val_metrics.reset()
+        metric = sweep_metric([0.5])
         with torch.no_grad():
-            task.val_metrics.update(task(x).sigmoid(), target)
+            metric.update(task(x).sigmoid(), target)
         task.train()
-        return float(task.val_metrics.compute()["val/iou"])
+        return sweep_rows([0.5], counts_from(metric))[0]["iou"]
 
     start, best = iou(), 0.0
     for step in range(1, 201):

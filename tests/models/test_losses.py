@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from sn7.constants import IGNORE
 from sn7.errors import ConfigError
@@ -37,8 +36,9 @@ def test_loss_choices_are_the_expected_ones():
 
 
 @pytest.mark.parametrize("choice", LOSS_CHOICES)
-def test_each_config_choice_builds_its_terms(choice):
-    loss = instantiate(OmegaConf.load(LOSS_DIR / f"{choice}.yaml"))
+def test_each_config_choice_builds_its_terms(compose_config, choice):
+    """The choice as composed (conf/loss/*.yaml inherit from bce.yaml) switches on its terms."""
+    loss = instantiate(compose_config("train", [f"loss={choice}"]).loss)
     assert isinstance(loss, SegmentationLoss)
     terms = {
         "bce": loss.bce_weight > 0,

@@ -97,3 +97,34 @@ def test_in_ch_follows_data_bands(compose_config):
     assert model.encoders[0][0].in_channels == 3
     with torch.no_grad():
         assert model.eval()(torch.rand(1, 3, 8, 8)).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize(("upscale", "height", "width"), [(2, 32, 32), (2, 17, 30), (3, 20, 21)])
+def test_upscale_keeps_the_input_size_and_trains(upscale, height, width):
+    """upscale > 1 runs on an enlarged input and pools the logits back: the output has the
+    input's size and gradients reach every layer."""
+    torch.manual_seed(0)
+    model = TinyUNet(in_ch=4, base=2, depth=2, upscale=upscale)
+    x = torch.randn(2, 4, height, width, requires_grad=True)
+    out = model(x)
+    assert out.shape == (2, 1, height, width)
+    out.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        assert param.grad.abs().sum() > 0, name
+
+
+def test_upscale_is_the_plain_net_on_the_enlarged_input_pooled_back():
+    """Same weights: upscale=2 on x equals upscale=1 on x enlarged 2x (bilinear), each output
+    pixel the mean of the 2x2 logits it was enlarged into."""
+    torch.manual_seed(0)
+    model = TinyUNet(in_ch=3, base=2, depth=2, upscale=2).eval()
+    plain = TinyUNet(in_ch=3, base=2, depth=2, upscale=1).eval()
+    plain.load_state_dict(model.state_dict())
+    x = torch.rand(1, 3, 12, 20)
+    with torch.no_grad():
+        out = model(x)
+        big = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear")
+        expected = torch.nn.functional.avg_pool2d(plain(big), 2)
+    torch.testing.assert_close(out, expected)
