@@ -313,18 +313,23 @@ def tile_row(month, t_index: int) -> dict:
     }
 
 
-def crop_metrics(loaded, predictor, rows: pd.DataFrame, threshold: float) -> dict:
-    """IoU on the grid crops training validates on (crop size of the checkpoint)."""
+def crop_counts(loaded, predictor, rows: pd.DataFrame, thresholds: list[float]):
+    """Sweep counts over the grid crops training validates on (crop size of the checkpoint)."""
     dataset = GridCropDataset(rows, loaded.spec, loaded.spec.crop_size)
-    grid = sorted({threshold, 0.5})
-    metric = sweep_metric(grid)
+    metric = sweep_metric(thresholds)
     for batch in DataLoader(dataset, batch_size=predictor.batch_size):
         metric.update(predictor.forward(batch["image"]), batch["mask"].long())
-    rows_ = sweep_rows(grid, counts_from(metric))
+    return counts_from(metric)
+
+
+def crop_metrics(loaded, predictor, rows: pd.DataFrame, threshold: float) -> dict:
+    """IoU on the training-style crops at the selected threshold and at 0.5 (training's val/iou)."""
+    grid = sorted({threshold, 0.5})
+    crop = sweep_rows(grid, crop_counts(loaded, predictor, rows, grid))
     return {
         "threshold": threshold,
-        "iou": rows_[grid.index(threshold)]["iou"],
-        "iou_at_0_5": rows_[grid.index(0.5)]["iou"],
+        "iou": crop[grid.index(threshold)]["iou"],
+        "iou_at_0_5": crop[grid.index(0.5)]["iou"],
     }
 
 

@@ -63,7 +63,8 @@ def refused_pickle_error(path: Path, exc: BaseException) -> CheckpointError:
         return CheckpointError(
             f"not a readable PyTorch checkpoint: {reason[1] if reason else first_line(exc)}", path
         )
-    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    ordered = sorted(names, key=lambda n: n.startswith("builtins."))  # the telling ones first
+    shown = ", ".join(ordered[:3]) + (", ..." if len(ordered) > 3 else "")
     if all(n.startswith(_OLD_FORMAT_MODULES) or n in _OLD_FORMAT_GLOBALS for n in names):
         return CheckpointError(
             f"written by an older sn7 (its pickle holds {shown}), which only loads by running "

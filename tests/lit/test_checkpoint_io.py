@@ -62,14 +62,15 @@ def test_a_trained_checkpoint_opens_weights_only_and_resumes(
     for path in (tiny_checkpoint, last):
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         assert _is_plain(ckpt["hyper_parameters"]["model"])
-        assert (ckpt["epoch"], ckpt["global_step"]) == (1, 4)  # 2 epochs of 2 steps
+        if path == last:  # best.ckpt is whichever epoch validated best
+            assert ckpt["global_step"] == 4  # 2 epochs of 2 steps
 
     cfg = session_train_cfg(
         synthetic_root.root, tmp_path, "trainer.max_epochs=3", "logger=csv", f"ckpt_path={last}"
     )
     train(cfg)
     resumed = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert (resumed["epoch"], resumed["global_step"]) == (2, 6)  # only the third epoch ran
+    assert resumed["global_step"] == 6  # only the third epoch ran (2 steps)
     assert (str(last), True) in torch_loads  # resume read the file...
     assert all(weights_only is True for _, weights_only in torch_loads)  # ...and nothing unsafe
 
