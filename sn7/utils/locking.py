@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from sn7.utils.atomic import write_json_atomic
+from sn7.utils.atomic import TMP_MARK, write_json_atomic
 
 LOCK_NAME = ".lock"
 HOLDER_NAME = ".lock.holder"
@@ -42,6 +42,8 @@ def exclusive_lock(folder: str | Path, what: str = "this folder") -> Iterator[No
         if previous is not None:
             print(f"note: {_left_behind(previous)} left the lock on {what} ({folder}); taking over")
         with contextlib.suppress(OSError):  # the messages are a courtesy; the flock is the lock
+            for stale in folder.glob(f"{TMP_MARK}*.holder"):  # a holder killed mid-write
+                stale.unlink()
             write_json_atomic(folder / HOLDER_NAME, _this_holder())
         yield
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from sn7.utils.atomic import TMP_MARK
 from sn7.utils.locking import HOLDER_NAME, exclusive_lock, read_holder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ TIMEOUT = 30
 # Takes the lock, says "held", keeps it until its stdin closes.
 HOLD = """
 import sys
+from sn7.utils.atomic import TMP_MARK
 from sn7.utils.locking import exclusive_lock
 with exclusive_lock(sys.argv[1], "the test cache"):
     print("held", flush=True)
@@ -109,7 +111,10 @@ def procs():
 
 
 def test_holder_record_names_this_process_while_held_and_goes_on_release(tmp_path):
+    half_written = tmp_path / f"{TMP_MARK}x1y2.holder"  # a holder killed while writing its record
+    half_written.write_text('{"pid": 12')
     with exclusive_lock(tmp_path, "the test cache"):
+        assert not half_written.exists()
         holder = read_holder(tmp_path)
         assert holder["pid"] == os.getpid()
         assert holder["host"] == socket.gethostname()
@@ -187,6 +192,7 @@ def test_a_forked_child_does_not_keep_the_lock_after_its_parent_dies(tmp_path, p
     """Pool workers are forked while prepare holds the lock; they must not inherit it."""
     code = """
 import os, signal, sys, time
+from sn7.utils.atomic import TMP_MARK
 from sn7.utils.locking import exclusive_lock
 with exclusive_lock(sys.argv[1], "the test cache"):
     child = os.fork()
