@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import bench_data, bench_infer, bench_prepare, bench_train
+from benchmarks import bench_data, bench_infer, bench_prepare, bench_scale, bench_train
 from benchmarks.common import RESULTS, machine_header, prepare_process, run_section
 
 BENCHMARKS = {
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "infer": bench_infer,
     "data": bench_data,
     "prepare": bench_prepare,
+    "scale": bench_scale,
 }
 
 

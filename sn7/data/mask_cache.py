@@ -11,7 +11,7 @@ import gc
 import random
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from sn7.data.masks import LABEL_REPAIRS, RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import raster_info, read_png, write_png
 from sn7.errors import SN7Error
 from sn7.utils.atomic import remove_stale_temps, write_json_atomic
+from sn7.utils.processes import bound_process_pool
 
 INDEX_VERSION = 1
 _FLUSH_SECONDS = 1.0
@@ -165,7 +166,7 @@ def build_mask_cache(
         for job in jobs:
             record(*_build_one(*job))
     else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        with bound_process_pool(min(workers, len(jobs))) as pool:
             futures = [pool.submit(_build_one, *job) for job in jobs]
             for future in as_completed(futures):
                 record(*future.result())

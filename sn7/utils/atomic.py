@@ -1,6 +1,7 @@
 """Atomic file writes: a reader (or a re-run after SIGKILL) sees the old file or the new one.
 
-The temp file lives in the target's folder so that `os.replace` is a same-filesystem rename.
+The temp file lives in the target's folder so that `os.replace` is a same-filesystem rename. The
+folder is fsynced after the rename: until then a power cut can forget the rename itself.
 """
 
 from __future__ import annotations
@@ -36,9 +37,23 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
+        fsync_dir(target.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make a rename in `folder` durable; a no-op where folders cannot be opened or synced."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on a directory
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_bytes_atomic(target: str | Path, data: bytes) -> None:
