@@ -12,7 +12,14 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import bench_data, bench_infer, bench_prepare, bench_scale, bench_train
+from benchmarks import (
+    bench_data,
+    bench_eval_memory,
+    bench_infer,
+    bench_prepare,
+    bench_scale,
+    bench_train,
+)
 from benchmarks.common import RESULTS, machine_header, prepare_process, run_section
 
 BENCHMARKS = {
@@ -21,6 +28,7 @@ BENCHMARKS = {
     "data": bench_data,
     "prepare": bench_prepare,
     "scale": bench_scale,
+    "eval_memory": bench_eval_memory,
 }
 
 

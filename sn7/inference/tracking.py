@@ -124,6 +124,27 @@ def temporal_mean(probs: np.ndarray, valids: np.ndarray | None = None) -> np.nda
     return np.divide(total, count, out=np.zeros(count.shape, np.float32), where=count > 0)
 
 
+def suffix_max_mean(
+    probs: np.ndarray, valids: np.ndarray | None = None, min_run: int = 2
+) -> np.ndarray:
+    """(H, W) float32: for each pixel the highest mean probability over any final run of months
+    (month t to the last, t <= T - min_run; valid months only). A building that stands from month t
+    on scores its mean over the months it stands, not diluted by the months before it was built, so
+    a late building is not lost; a blip in one month must last `min_run` months to count.
+    With T <= min_run this is the plain temporal mean."""
+    probs = np.asarray(probs, np.float32)
+    valids = np.ones(probs.shape, bool) if valids is None else np.asarray(valids, bool)
+    weights = valids.astype(np.float32)
+    total = np.cumsum((probs * weights)[::-1], axis=0)[::-1]  # sum over months t..T-1
+    count = np.cumsum(weights[::-1], axis=0)[::-1]
+    best = temporal_mean(probs, valids)
+    for t in range(1, max(len(probs) - min_run + 1, 1)):
+        mean = np.divide(total[t], count[t], out=np.zeros_like(best), where=count[t] > 0)
+        enough = count[t] >= min_run  # a final run of at least min_run valid months
+        best = np.where(enough & (mean > best), mean, best)
+    return best
+
+
 def monthly_scores(
     labels: np.ndarray,
     ids: np.ndarray,
@@ -185,8 +206,13 @@ def track_aggregate(
     min_area: float = 4.0,
     min_valid: float = 0.5,
     post: Mapping | None = None,
+    temporal: str = "mean",
+    min_run: int = 2,
 ) -> TrackedMonths:
     """Footprints cut once from the temporal mean map, each present from its first appearance.
+
+    `temporal`: "mean" (the mean over all months) or "suffix_max" (`suffix_max_mean`: the best mean
+    over any final run of at least `min_run` months, which keeps late buildings).
 
     The mean map is thresholded at `threshold` (lower than a single month's threshold: a building
     standing for the last 40% of the months averages about 0.05 + 0.4 * 0.85 = 0.39 with typical
@@ -199,7 +225,12 @@ def track_aggregate(
     `threshold` and is missed.
     """
     probs = np.asarray(probs, np.float32)
-    mean = temporal_mean(probs, valids)
+    if temporal == "mean":
+        mean = temporal_mean(probs, valids)
+    elif temporal == "suffix_max":
+        mean = suffix_max_mean(probs, valids, min_run)
+    else:
+        raise ConfigError(f"track.temporal={temporal!r} must be mean or suffix_max")
     mask = mean >= threshold
     if valids is not None:
         mask &= np.asarray(valids, bool).any(axis=0)

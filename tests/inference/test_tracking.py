@@ -281,3 +281,34 @@ def test_month_masks_rasterise_each_month():
     assert cut[3].sum() == expected[3].sum() - 50 and cut[2].sum() == expected[2].sum()
     empty = month_masks(TrackedMonths([[], []]), (4, 5))
     assert empty.shape == (2, 4, 5) and not empty.any()
+
+
+def test_suffix_max_keeps_a_late_building_that_the_mean_dilutes():
+    """A building standing in the last 2 of 6 months (p 0.9, else 0.05) averages 0.33 over all
+    months, below the aggregate threshold 0.4; the best final run (the last 2) averages 0.9."""
+    from sn7.inference.tracking import suffix_max_mean, temporal_mean, track_aggregate
+
+    probs = np.full((6, 32, 32), 0.05, np.float32)
+    probs[4:, 10:18, 10:18] = 0.9
+    probs[5, 24:30, 2:8] = 0.9  # a one-month blip at the end: no final run of 2 months
+    assert temporal_mean(probs)[12, 12] == pytest.approx((4 * 0.05 + 2 * 0.9) / 6)
+    best = suffix_max_mean(probs, min_run=2)
+    assert best[12, 12] == pytest.approx(0.9)
+    assert best[26, 4] == pytest.approx((0.05 + 0.9) / 2)  # the blip's best run: 0.475
+    assert best[0, 0] == pytest.approx(0.05)
+    assert track_aggregate(probs).footprints() == {}  # the mean map loses it
+    tracked = track_aggregate(probs, temporal="suffix_max", threshold=0.5)
+    assert len(tracked.footprints()) == 1  # the blip (0.475) stays under 0.5
+    (building,) = tracked.footprints()
+    assert tracked.first_seen[building] == 4
+    assert tracked.footprints()[building].area == 64
+
+
+def test_suffix_max_ignores_invalid_months():
+    from sn7.inference.tracking import suffix_max_mean
+
+    probs = np.full((4, 8, 8), 0.9, np.float32)
+    probs[3] = 0.0  # a clouded last month reads 0
+    valids = np.ones(probs.shape, bool)
+    valids[3] = False
+    assert suffix_max_mean(probs, valids, min_run=2)[0, 0] == pytest.approx(0.9)
