@@ -335,6 +335,17 @@ def test_a_foreign_root_never_takes_the_training_split(tmp_path, tiny_checkpoint
     assert m["split"] == "all" and m["n_tiles"] == 2 * n_aois
     assert m["held_out"] is True
     assert m["selected_on"]["split"] == "val" and not set(m["selected_on"]["aois"]) & set(aois)
+    # chosen on the checkpoint's own root, not on the one just scored: predict's `auto` is the same
+    stored = thresholds_path(ckpt).read_text()
+    assert read_selected(ckpt).selected_on["data_root"] != str(root.root.resolve())
+    run_evaluate(
+        f"ckpt_path={ckpt}",
+        *data_overrides(root.root, tmp_path),
+        f"paths.run_dir={tmp_path / 'run2'}",
+        "eval.gallery=0",
+        "eval.crop_metrics=false",
+    )
+    assert thresholds_path(ckpt).read_text() == stored
     assert m["data_root"] == str(root.root.resolve())
     assert m["aois"] == sorted(aois)
     per_tile = pd.read_csv(tmp_path / "run" / "per_tile.csv")

@@ -88,8 +88,20 @@ def truth_of(files: ImageFiles, info: RasterInfo, min_area: float) -> Truth:
     return Truth([geoms[i] for i in keep], None if ids is None else [ids[i] for i in keep])
 
 
+def ignored_area(mask: np.ndarray):
+    """The ignored pixels (alpha = 0, UDM) of a month as one geometry; None when there are none.
+    Vectorised once per month, whatever the number of thresholds scored on it."""
+    if not (mask == IGNORE).any():
+        return None
+    return shapely.union_all(vectorize(mask == IGNORE).polygons)
+
+
 def scored_buildings(
-    preds: Sequence, truth: Truth, mask: np.ndarray, pred_ids: Sequence | None = None
+    preds: Sequence,
+    truth: Truth,
+    mask: np.ndarray,
+    pred_ids: Sequence | None = None,
+    ignored=False,
 ) -> tuple[list, list, Truth]:
     """The predicted and true buildings that building metrics compare, on valid pixels only:
     (pred geoms, pred ids, truth).
@@ -100,9 +112,10 @@ def scored_buildings(
     else the visible sliver of a clouded building would be a false positive.
     """
     pred_ids = list(pred_ids) if pred_ids is not None else list(range(len(preds)))
-    if not truth.geoms or not (mask == IGNORE).any():
+    if ignored is False:  # not given: work it out
+        ignored = ignored_area(mask) if truth.geoms else None
+    if not truth.geoms or ignored is None:
         return list(preds), pred_ids, truth
-    ignored = shapely.union_all(vectorize(mask == IGNORE).polygons)
     kept, kept_ids, dropped = [], [], []
     for i, g in enumerate(truth.geoms):
         hidden = g.intersection(ignored).area
@@ -158,9 +171,10 @@ def score_split(
             month = MonthScore(row, tile, prob, mask, tile_counts(prob, mask, thresholds))
             score.pixel_counts += month.pixel_counts
             truth = truth_of(files[row.stem], tile.info, min_truth_area)
+            ignored = ignored_area(mask) if truth.geoms and score.building_sweep else None
             for t, total in score.building_sweep.items():
                 preds = month_footprints(prob, mask != IGNORE, t, sweep_post or {}, sweep_min_area)
-                pred, _, kept = scored_buildings(preds, truth, mask)
+                pred, _, kept = scored_buildings(preds, truth, mask, ignored=ignored)
                 total += match_buildings(pred, kept.geoms)
             months.append(month)
             truths.append(truth)
