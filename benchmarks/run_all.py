@@ -12,11 +12,12 @@ import argparse
 import time
 from pathlib import Path
 
-from benchmarks import bench_data, bench_infer, bench_prepare, bench_train
+from benchmarks import bench_data, bench_infer, bench_prepare, bench_profile, bench_train
 from benchmarks.common import RESULTS, machine_header, prepare_process, run_section
 
 BENCHMARKS = {
     "train": bench_train,
+    "profile": bench_profile,
     "infer": bench_infer,
     "data": bench_data,
     "prepare": bench_prepare,

@@ -25,7 +25,7 @@ from sn7.inference.checkpoint import load_model
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
 from sn7.models.losses import SegmentationLoss
 from sn7.models.tiny_unet import TinyUNet
-from sn7.train import instantiate_group, train
+from sn7.train import instantiate_group, train, trainer_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -100,7 +100,7 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
     for entry in instantiate_group(cfg.get("callbacks")) + instantiate_group(cfg.get("logger")):
         assert entry is not None
     if cfg.trainer.accelerator == "cpu":
-        trainer = instantiate(cfg.trainer, precision="32-true", logger=False)
+        trainer = instantiate(trainer_settings(cfg), precision="32-true", logger=False)
         assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
     else:
         assert group == "trainer" and cfg.trainer.accelerator == "gpu"
