@@ -85,18 +85,21 @@ def autocast(precision: str) -> Iterator[None]:
 
 
 COMPILE_SETTINGS = ("auto", "true", "false")
+# CPU flags on which torch.compile measured a clear training win; none so far (see below)
+COMPILE_WINS_FLAGS: tuple[frozenset[str], ...] = ()
 
 
 def resolve_compile(value: str | bool, flags: frozenset[str] | None = None) -> bool:
-    """`auto` -> off. Measured (benchmarks/bench_profile.py, TinyUNet base 32 bf16 on a 2-core
-    AVX512-BF16 EPYC): inductor compiled the training step in ~2 min and did not make a step
-    clearly faster -- convolutions are ~75% of the step and inductor leaves them to the same oneDNN
-    kernels; what it fuses (batch norm, ReLU, casts) is a small share. So no CPU kind is known
-    where it wins; `flags` (CPU flags, default this CPU's) stays a parameter for when one is."""
+    """`auto` -> off on every CPU measured so far. benchmarks/bench_profile.py on a 2-core
+    AVX512-BF16 EPYC (TinyUNet base 32, bf16, channels_last): convolutions are ~75% of a step and
+    inductor hands them to the same oneDNN kernels; what it can fuse (batch norm, ReLU, casts,
+    pooling: ~20%) did not make the step clearly faster, and compiling costs a minute or more per
+    run (and again per new input shape). `flags` (default: this CPU's) selects the CPU kinds of
+    COMPILE_WINS_FLAGS, once a measurement puts one there."""
     setting = str(value).lower()
     if setting not in COMPILE_SETTINGS:
         raise ConfigError(f"compile={value!r} must be one of {list(COMPILE_SETTINGS)}")
     if setting == "auto":
         flags = cpu_flags() if flags is None else flags
-        return False
+        return any(needed <= flags for needed in COMPILE_WINS_FLAGS)
     return setting == "true"
