@@ -17,6 +17,7 @@ from benchmarks import (
     bench_eval_memory,
     bench_infer,
     bench_prepare,
+    bench_profile,
     bench_scale,
     bench_train,
 )
@@ -24,6 +25,7 @@ from benchmarks.common import RESULTS, machine_header, prepare_process, run_sect
 
 BENCHMARKS = {
     "train": bench_train,
+    "profile": bench_profile,
     "infer": bench_infer,
     "data": bench_data,
     "prepare": bench_prepare,

@@ -5,6 +5,7 @@ Returns the value of `cfg.optimized_metric` so Hydra sweepers (e.g. Optuna) can 
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from sn7.errors import ConfigError
 from sn7.lit.checkpoint_io import AtomicCheckpointIO
@@ -21,7 +22,12 @@ from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
 from sn7.utils.atomic import write_json_atomic
 from sn7.utils.config import project_root, to_container
-from sn7.utils.hardware import configure_threads, resolve_channels_last, resolve_precision
+from sn7.utils.hardware import (
+    configure_threads,
+    resolve_channels_last,
+    resolve_compile,
+    resolve_precision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,15 @@ def instantiate_group(group: DictConfig | None) -> list:
     if not group:
         return []
     return [instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def trainer_settings(cfg: DictConfig) -> DictConfig:
+    """cfg.trainer without the keys sn7 reads itself (`compile`), ready for instantiate. (A
+    deepcopy keeps its parent, so interpolations such as ${paths.run_dir} still resolve.)"""
+    settings = copy.deepcopy(cfg.trainer)
+    with open_dict(settings):
+        settings.pop("compile", None)
+    return settings
 
 
 def build_task(cfg: DictConfig, datamodule: SN7DataModule, channels_last: bool) -> SegmentationTask:
@@ -54,13 +69,16 @@ def train(cfg: DictConfig) -> float | None:
 
     datamodule = SN7DataModule(cfg.data, cfg.split, cfg.subset, cfg.augment, cfg.seed)
     task = build_task(cfg, datamodule, channels_last)
+    if resolve_compile(cfg.trainer.get("compile", "auto")):
+        log.info("torch.compile: the model compiles during the first steps")
+        task.model.compile()  # in place, unlike torch.compile(): no `_orig_mod.` in checkpoints
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:
         # LearningRateMonitor refuses to run without a logger; the lr is still on the progress bar.
         callbacks = [c for c in callbacks if not isinstance(c, pl.callbacks.LearningRateMonitor)]
     trainer: pl.Trainer = instantiate(
-        cfg.trainer,
+        trainer_settings(cfg),
         precision=precision,
         callbacks=callbacks,
         logger=loggers or False,

@@ -31,7 +31,7 @@ from sn7.lit.time_budget import TimeBudget
 from sn7.metrics.pixel import scores
 from sn7.models.losses import SegmentationLoss
 from sn7.models.tiny_unet import TinyUNet
-from sn7.train import instantiate_group, train
+from sn7.train import instantiate_group, train, trainer_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -120,7 +120,7 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
         for obj, target in zip(built, targets, strict=True):
             assert isinstance(obj, get_class(target)) and isinstance(obj, base), target
     if cfg.trainer.accelerator == "cpu":
-        trainer = instantiate(cfg.trainer, precision="32-true", logger=False)
+        trainer = instantiate(trainer_settings(cfg), precision="32-true", logger=False)
         assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
     else:
         assert group == "trainer" and cfg.trainer.accelerator == "gpu"

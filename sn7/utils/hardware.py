@@ -90,3 +90,24 @@ def autocast(precision: str) -> Iterator[None]:
             yield
     else:
         yield
+
+
+COMPILE_SETTINGS = ("auto", "true", "false")
+# CPU flags on which torch.compile measured a clear training win; none so far (see below)
+COMPILE_WINS_FLAGS: tuple[frozenset[str], ...] = ()
+
+
+def resolve_compile(value: str | bool, flags: frozenset[str] | None = None) -> bool:
+    """`auto` -> off on every CPU measured so far. benchmarks/bench_profile.py on a 2-core
+    AVX512-BF16 EPYC (TinyUNet base 32, bf16, channels_last): convolutions are 63-75% of a step,
+    near their matmul bound, and inductor hands them to the same oneDNN kernels; what it can fuse
+    (batch norm, ReLU, pooling, casts: 25-35%) left the step at 0.96-1.04x, for a cold compile of
+    ~65-70 s (and again per new input shape). `flags` (default: this CPU's) selects the CPU kinds of
+    COMPILE_WINS_FLAGS, once a measurement puts one there."""
+    setting = str(value).lower()
+    if setting not in COMPILE_SETTINGS:
+        raise ConfigError(f"compile={value!r} must be one of {list(COMPILE_SETTINGS)}")
+    if setting == "auto":
+        flags = cpu_flags() if flags is None else flags
+        return any(needed <= flags for needed in COMPILE_WINS_FLAGS)
+    return setting == "true"
