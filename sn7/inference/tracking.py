@@ -169,7 +169,10 @@ def monthly_scores(
 
 
 def first_appearance(
-    scores: np.ndarray, evidence: np.ndarray, presence_threshold: float = 0.4
+    scores: np.ndarray,
+    evidence: np.ndarray,
+    presence_threshold: float = 0.4,
+    min_jump: float = 0.0,
 ) -> int | None:
     """The month a footprint appears, from its (T,) monthly scores, or None if it never does.
 
@@ -177,7 +180,9 @@ def first_appearance(
     mean(after) - mean(before) (the earliest on ties). If the months before it look empty
     (mean < presence_threshold) and the months after look built (mean >= presence_threshold),
     the building appears at the first evidence month after the split: a month without evidence
-    keeps the previous decision (absent). Otherwise a footprint whose evidence months average
+    keeps the previous decision (absent). `min_jump` also asks the mean to rise by at least that
+    much across the split, so a building the model merely sees a little better later (season,
+    haze) is not reported as new. Otherwise a footprint whose evidence months average
     >= presence_threshold stood from month 0 (months before its first evidence included, as
     SN7 buildings are not demolished), and any other is dropped.
     """
@@ -191,7 +196,8 @@ def first_appearance(
         before = csum[:-1] / k
         after = (csum[-1] - csum[:-1]) / (len(s) - k)
         best = int(np.argmax(after - before))
-        if before[best] < presence_threshold <= after[best]:
+        jump = after[best] - before[best]
+        if before[best] < presence_threshold <= after[best] and jump >= min_jump:
             return int(months[best + 1])
     return 0 if s.mean() >= presence_threshold else None
 
@@ -208,6 +214,7 @@ def track_aggregate(
     post: Mapping | None = None,
     temporal: str = "mean",
     min_run: int = 2,
+    min_jump: float = 0.0,
 ) -> TrackedMonths:
     """Footprints cut once from the temporal mean map, each present from its first appearance.
 
@@ -239,7 +246,7 @@ def track_aggregate(
     components = vectorize_labels(labels, min_area)
     scores, evidence = monthly_scores(components.labels, components.ids, probs, valids, min_valid)
     appear = [
-        first_appearance(scores[:, j], evidence[:, j], presence_threshold)
+        first_appearance(scores[:, j], evidence[:, j], presence_threshold, min_jump)
         for j in range(len(components.ids))
     ]
     kept = sorted((t, j) for j, t in enumerate(appear) if t is not None)
