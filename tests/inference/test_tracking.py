@@ -317,7 +317,8 @@ def test_suffix_max_ignores_invalid_months():
 def test_min_jump_keeps_a_building_that_merely_brightens_as_old():
     """Scores 0.35, 0.35, 0.6, 0.6: before 0.35 < 0.4 <= after 0.6, a rise of 0.25. With
     min_jump 0 it appears in month 2; with min_jump 0.3 the rise is too small, so it stood all
-    along (mean 0.475 >= 0.4): month 0. A real new building (0.05 -> 0.9, rise 0.85) is new either way."""
+    along (mean 0.475 >= 0.4): month 0. A real new building (0.05 -> 0.9, rise 0.85) is new
+    either way."""
     from sn7.inference.tracking import first_appearance
 
     evidence = np.ones(4, bool)
