@@ -549,8 +549,9 @@ def test_multirun_runs_every_job(synthetic_root, tiny_train_overrides, tmp_path)
 
 
 def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_overrides, tmp_path):
-    """hparams_search=optuna: each trial trains, evaluates its best checkpoint on the full val
-    tiles and hands that IoU to Optuna, which writes the best parameters it found."""
+    """hparams_search=optuna: each trial trains, evaluates its best checkpoint on the full tiles of
+    the selection split (never the report split) and hands that IoU to Optuna, which writes the
+    best parameters it found."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "optuna"
     run_train_sweep(
@@ -561,9 +562,12 @@ def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_ov
         "hparams_search=optuna",
         "hydra.sweeper.n_trials=2",
         "logger=none",
-        "eval_overrides=['eval.gallery=0','eval.crop_metrics=false']",
+        "eval_overrides=['eval.split=val','eval.gallery=0','eval.crop_metrics=false']",
     )
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    for job in (0, 1):
+        m = json.loads((sweep / str(job) / "evaluate" / "metrics.json").read_text())
+        assert m["split"] == "val" and m["reported_on"]["role"] == "selection"
     assert best["name"] == "optuna" and 0.0 <= best["best_value"] <= 1.0
     assert set(best["best_params"]) == {
         "optimizer.lr",
