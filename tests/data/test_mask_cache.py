@@ -233,3 +233,27 @@ def test_verify_detects_a_mask_older_than_its_labels(cache):
     assert set(verify_mask_cache(cache.tiles, cache.work, other, index, sample=0)) == set(
         cache.keys
     )
+
+
+@pytest.mark.parametrize(("how", "message"), [("garbage", "unreadable"), ("wrong-values", "7")])
+def test_a_verified_mask_is_not_decoded_again_until_its_file_changes(
+    cache, monkeypatch, how, message
+):
+    """Warm runs stat verified masks instead of decoding them; any write (new mtime) to a mask
+    brings the full check back, so damage after verification is still found."""
+    import sn7.data.mask_cache as mask_cache
+
+    _, index = cache.build()
+    assert verify_mask_cache(cache.tiles, cache.work, SETTINGS, index, sample=0) == {}
+    decoded = []
+    monkeypatch.setattr(mask_cache, "read_png", lambda p: decoded.append(p) or read_png(p))
+    assert verify_mask_cache(cache.tiles, cache.work, SETTINGS, index, sample=0) == {}
+    assert decoded == []  # every mask verified before, none changed
+    _, index = cache.build()  # a new run: the index on disk remembers the verification
+    assert all("verified" in index.entries[k] for k in cache.keys)
+    i = next(i for i, t in enumerate(cache.tiles) if cache.truth.tiles[t.key].buildings)
+    _damage(cache.png(i), how)
+    bump_mtime(cache.png(i), 1)  # a write within the same clock tick still moves the stamp here
+    problems = verify_mask_cache(cache.tiles, cache.work, SETTINGS, index, sample=0)
+    assert list(problems) == [cache.keys[i]] and message in problems[cache.keys[i]]
+    assert decoded == [cache.png(i)]
