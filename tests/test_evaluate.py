@@ -45,7 +45,7 @@ def evaluate_cfg(*overrides: str) -> DictConfig:
     """The evaluate config of a command line `evaluate.py OVERRIDES`, at fp32 so in-process and
     CLI runs compute the same numbers."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("evaluate", ["trainer.precision=32-true", *overrides])
+        return compose("evaluate", ["trainer.precision=32-true", "track=match", *overrides])
 
 
 def run_evaluate(*overrides: str) -> dict:

@@ -51,6 +51,7 @@ def predict_cfg(ckpt: Path, input_: Path | str, out_dir: Path, *overrides: str) 
                 "trainer.precision=32-true",
                 "infer.window=48",
                 "infer.overlap=16",
+                "track=match",
                 # no evaluate ran for these checkpoints: a fixed threshold unless a test sets one
                 *(
                     []
