@@ -91,9 +91,9 @@ def _prepare(root: Path, work: Path, log: Path, **kwargs) -> subprocess.Popen:
 
 MOMENTS = {
     # the pool has just forked: workers may not have reached their prctl yet
-    "workers-forked": lambda pid, work: len(_session_members(pid)) > 1,
-    "first-mask": lambda pid, work: len(_masks(work)) >= 1,
-    "half-built": lambda pid, work: len(_masks(work)) >= N_TILES // 2,
+    "workers-forked": lambda members, work: len(members) > 1,
+    "first-mask": lambda members, work: len(_masks(work)) >= 1,
+    "half-built": lambda members, work: len(_masks(work)) >= N_TILES // 2,
 }
 
 
@@ -104,8 +104,13 @@ def test_killing_prepare_alone_leaves_no_worker_and_no_lock(root, clean, tmp_pat
     seen: set[int] = set()
     try:
         deadline = time.monotonic() + 120
-        while not MOMENTS[moment](proc.pid, work):
-            seen.update(_session_members(proc.pid))
+        while True:
+            # the members that made the moment true are counted as seen: killed workers can be
+            # gone (PDEATHSIG) before a second look
+            members = _session_members(proc.pid)
+            seen.update(members)
+            if MOMENTS[moment](members, work):
+                break
             assert proc.poll() is None, f"prepare ended before {moment}: make the root bigger"
             assert time.monotonic() < deadline, f"no {moment} within 120 s"
             time.sleep(0.005)
