@@ -26,8 +26,9 @@ from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png
 from sn7.data.synthetic import aoi_name, make_sn7_root
 from sn7.errors import ConfigError
-from sn7.evaluate import data_config, evaluate
+from sn7.evaluate import evaluate
 from sn7.inference.checkpoint import check_against_checkpoint, load_model
+from sn7.inference.scope import data_config
 from sn7.inference.scoring import Truth, scored_buildings
 from sn7.inference.sliding_window import predictor_for
 from sn7.inference.thresholds import read_selected, thresholds_path
