@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from benchmarks.common import (
     markdown_table,
     progress,
     project_config,
+    rss_mib,
     run_standalone,
 )
 
@@ -84,10 +84,9 @@ def child(root: Path, work: Path, ckpt: Path, out: Path) -> None:
     start = time.perf_counter()
     metrics = evaluate(cfg, given=given)
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     result = {
         "n_tiles": metrics["n_tiles"],
-        "peak_rss_mib": peak_kib / 1024,
+        "peak_rss_mib": rss_mib()[1],  # VmHWM: not the parent's peak
         "seconds": seconds,
         "seconds_per_tile": metrics["seconds_per_tile"],
     }

@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from benchmarks.bench_infer import first_tile_input, project_predictor
-from benchmarks.bench_train import TrainingStep, rss_mib
+from benchmarks.bench_train import TrainingStep
 from benchmarks.common import (
     Section,
     Target,
@@ -31,6 +31,7 @@ from benchmarks.common import (
     prepare_process,
     progress,
     project_config,
+    rss_mib,
     run_standalone,
     training_path,
 )

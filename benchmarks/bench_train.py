@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import resource
-from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -41,6 +39,7 @@ from benchmarks.common import (
     prepare_process,
     progress,
     project_config,
+    rss_mib,
     run_standalone,
     training_path,
 )
@@ -158,20 +157,6 @@ def reference_matmuls(rates: dict[tuple[torch.dtype, int], float]) -> dict[torch
 
 def _name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
-
-
-def rss_mib() -> tuple[float, float]:
-    """(current, peak) resident set of this process, MiB.
-
-    /proc/self/status VmHWM belongs to this process image alone; getrusage's ru_maxrss would also
-    carry the parent's high-water mark across fork+exec (Linux keeps it in the signal struct).
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
-    return peak / 1024**2, peak / 1024**2
 
 
 def rss_probe(base: int) -> dict:

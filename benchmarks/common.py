@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -107,6 +108,20 @@ def json_from_process(module: str, *args: str, env: dict | None = None) -> dict:
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident set of this process, MiB.
+
+    /proc/self/status VmHWM belongs to this process image alone; getrusage's ru_maxrss would also
+    carry the parent's high-water mark across fork+exec (Linux keeps it in the signal struct).
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
+    return peak / 1024**2, peak / 1024**2
 
 
 def timed(fn: Callable[[], object]) -> float:
