@@ -56,11 +56,12 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> Selec
         return SelectedThresholds(t, t, {"split": "given", "role": "eval.threshold"}, post,
                                   ev.min_area, "")  # fmt: skip
     sha = file_sha256(loaded.path)
+    building_grid = [float(t) for t in (ev.building_thresholds or [])] or grid
+    grids = (grid, building_grid)
     stored = read_selected_or_none(loaded.path)
-    if stored is not None and mismatch(stored, sha, post, ev.min_area) is None:
+    if stored is not None and mismatch(stored, sha, post, ev.min_area, grids) is None:
         return stored
     scope = selection_scope(cfg, loaded, given)
-    building_grid = [float(t) for t in (ev.building_thresholds or [])] or grid
     console.print(
         f"choosing thresholds on the selection split ({len(scope.rows())} images of "
         f"{', '.join(scope.describe()['aois'])}) ..."
@@ -82,6 +83,8 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> Selec
         checkpoint_sha256=sha,
         pixel_iou=pixel["iou"],
         building_f1=building.as_dict()["f1_sn7"],
+        pixel_grid=sorted(float(t) for t in grid),
+        building_grid=sorted(building_grid),
     )
     path = selected.save(loaded.path)
     log.info("thresholds chosen on the selection split stored in %s", path)

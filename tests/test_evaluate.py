@@ -31,7 +31,7 @@ from sn7.inference.checkpoint import check_against_checkpoint, load_model
 from sn7.inference.scope import data_config
 from sn7.inference.scoring import Truth, scored_buildings
 from sn7.inference.sliding_window import predictor_for
-from sn7.inference.thresholds import read_selected, thresholds_path
+from sn7.inference.thresholds import SelectedThresholds, read_selected, thresholds_path
 from sn7.inference.tiles import read_tile
 from sn7.metrics.buildings import match_buildings
 from sn7.metrics.pixel import scores, threshold_grid
@@ -463,6 +463,25 @@ def test_building_threshold_is_chosen_on_the_selection_split(
     assert stored.building == 0.3 == m["building"]["threshold"]
     assert stored.building_f1 == 1.0
     assert stored.post == dict(evaluate_cfg("ckpt_path=x").post) and stored.min_area == 4
+    assert stored.building_grid == [0.3, 0.7] and len(stored.pixel_grid) == 19
+
+    def again(*grid: str) -> SelectedThresholds:
+        run_evaluate(
+            f"ckpt_path={ckpt}",
+            *data_overrides(synthetic_root.root, tmp_path),
+            f"paths.run_dir={tmp_path / 'again'}",
+            "eval.gallery=0",
+            "eval.crop_metrics=false",
+            *grid,
+        )
+        return read_selected(ckpt)
+
+    # the same candidates: the stored choice is reused as it is (0.7 ties 0.3 at F1 1, so only a
+    # reuse keeps it); other candidates: chosen again
+    stored.building = 0.7
+    stored.save(ckpt)
+    assert again("eval.building_thresholds=[0.7,0.3]").building == 0.7
+    assert again("eval.building_thresholds=[0.6]").building == 0.6
 
 
 def test_an_older_threshold_file_is_replaced_with_a_note(

@@ -96,12 +96,15 @@ def ignored_area(mask: np.ndarray):
     return shapely.union_all(vectorize(mask == IGNORE).polygons)
 
 
+_WORK_IT_OUT = object()  # `ignored` not given: scored_buildings vectorises it from the mask
+
+
 def scored_buildings(
     preds: Sequence,
     truth: Truth,
     mask: np.ndarray,
     pred_ids: Sequence | None = None,
-    ignored=False,
+    ignored: object = _WORK_IT_OUT,
 ) -> tuple[list, list, Truth]:
     """The predicted and true buildings that building metrics compare, on valid pixels only:
     (pred geoms, pred ids, truth).
@@ -112,7 +115,7 @@ def scored_buildings(
     else the visible sliver of a clouded building would be a false positive.
     """
     pred_ids = list(pred_ids) if pred_ids is not None else list(range(len(preds)))
-    if ignored is False:  # not given: work it out
+    if ignored is _WORK_IT_OUT:  # callers scoring many thresholds pass it, vectorised once
         ignored = ignored_area(mask) if truth.geoms else None
     if not truth.geoms or ignored is None:
         return list(preds), pred_ids, truth

@@ -50,6 +50,8 @@ class SelectedThresholds:
     checkpoint_sha256: str
     pixel_iou: float | None = None  # on the selection split, for the record
     building_f1: float | None = None
+    pixel_grid: list[float] | None = None  # the candidates each threshold was chosen among
+    building_grid: list[float] | None = None
     format: str = FORMAT
     created: str = ""
 
@@ -63,13 +65,27 @@ class SelectedThresholds:
         return path
 
 
-def mismatch(stored: SelectedThresholds, sha256: str, post: dict, min_area: float) -> str | None:
-    """Why stored thresholds do not apply to this checkpoint and these settings (None: they do)."""
+def mismatch(
+    stored: SelectedThresholds,
+    sha256: str,
+    post: dict,
+    min_area: float,
+    grids: tuple[list[float], list[float]] | None = None,
+) -> str | None:
+    """Why stored thresholds do not apply to this checkpoint and these settings (None: they do).
+    `grids` (pixel, building candidates) are compared when given: evaluate asks for its grids,
+    predict has none and takes what was chosen."""
     if stored.checkpoint_sha256 != sha256:
         return "they were chosen for a different checkpoint file (hash differs)"
     wanted = {"post": dict(post), "min_area": float(min_area)}
     if stored.settings() != wanted:
         return f"they were chosen with {stored.settings()}, not {wanted}"
+    if grids is not None:
+        asked = [sorted(float(t) for t in grid) for grid in grids]
+        if stored.pixel_grid is None or stored.building_grid is None:
+            return "the file does not record the candidates they were chosen among"
+        if [stored.pixel_grid, stored.building_grid] != asked:
+            return "they were chosen among other candidate thresholds (eval.thresholds grids)"
     return None
 
 
