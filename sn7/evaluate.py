@@ -59,8 +59,11 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> Selec
     building_grid = [float(t) for t in (ev.building_thresholds or [])] or grid
     grids = (grid, building_grid)
     stored = read_selected_or_none(loaded.path)
-    if stored is not None and mismatch(stored, sha, post, ev.min_area, grids) is None:
-        return stored
+    if stored is not None:
+        why = mismatch(stored, sha, post, ev.min_area, grids)
+        if why is None:
+            return stored
+        console.print(f"[yellow]note: stored thresholds not used: {why}[/yellow]")
     scope = selection_scope(cfg, loaded, given)
     console.print(
         f"choosing thresholds on the selection split ({len(scope.rows())} images of "

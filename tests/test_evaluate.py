@@ -446,7 +446,7 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_checkpoint):
 
 
 def test_building_threshold_is_chosen_on_the_selection_split(
-    tmp_path, synthetic_root, stub_checkpoint
+    tmp_path, synthetic_root, stub_checkpoint, capsys
 ):
     """eval.building_thresholds are swept on the selection split and the best SN7 F1 is stored
     for predict; with the perfect stub every threshold scores F1 1 and the lowest wins the tie."""
@@ -481,7 +481,9 @@ def test_building_threshold_is_chosen_on_the_selection_split(
     stored.building = 0.7
     stored.save(ckpt)
     assert again("eval.building_thresholds=[0.7,0.3]").building == 0.7
+    capsys.readouterr()
     assert again("eval.building_thresholds=[0.6]").building == 0.6
+    assert "not used: they were chosen among other candidate thresholds" in capsys.readouterr().out
 
 
 def test_an_older_threshold_file_is_replaced_with_a_note(
