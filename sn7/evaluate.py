@@ -24,7 +24,13 @@ from sn7.inference.checkpoint import check_against_checkpoint, load_model
 from sn7.inference.scope import Scope, held_out, report_scope, selection_scope
 from sn7.inference.scoring import ReportSettings, SplitScore, score_split
 from sn7.inference.sliding_window import predictor_for
-from sn7.inference.thresholds import SelectedThresholds, file_sha256, mismatch, read_selected
+from sn7.inference.thresholds import (
+    SelectedThresholds,
+    candidates,
+    file_sha256,
+    mismatch,
+    read_selected,
+)
 from sn7.inference.tracking import TrackedMonths
 from sn7.metrics.pixel import (
     best_row,
@@ -86,8 +92,8 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> Selec
         checkpoint_sha256=sha,
         pixel_iou=pixel["iou"],
         building_f1=building.as_dict()["f1_sn7"],
-        pixel_grid=sorted(float(t) for t in grid),
-        building_grid=sorted(building_grid),
+        pixel_grid=candidates(grid),
+        building_grid=candidates(building_grid),
     )
     path = selected.save(loaded.path)
     log.info("thresholds chosen on the selection split stored in %s", path)

@@ -65,6 +65,11 @@ class SelectedThresholds:
         return path
 
 
+def candidates(grid) -> list[float]:
+    """A threshold grid as stored and compared: floats, ascending."""
+    return sorted(float(t) for t in grid)
+
+
 def mismatch(
     stored: SelectedThresholds,
     sha256: str,
@@ -81,10 +86,9 @@ def mismatch(
     if stored.settings() != wanted:
         return f"they were chosen with {stored.settings()}, not {wanted}"
     if grids is not None:
-        asked = [sorted(float(t) for t in grid) for grid in grids]
         if stored.pixel_grid is None or stored.building_grid is None:
             return "the file does not record the candidates they were chosen among"
-        if [stored.pixel_grid, stored.building_grid] != asked:
+        if [stored.pixel_grid, stored.building_grid] != [candidates(g) for g in grids]:
             return "they were chosen among other candidate thresholds (eval.thresholds grids)"
     return None
 
