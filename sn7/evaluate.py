@@ -11,6 +11,7 @@ inherits the training split.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -20,18 +21,20 @@ from torch.utils.data import DataLoader
 from sn7.checks import check_eval, check_infer
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
-from sn7.inference.checkpoint import check_against_checkpoint, load_model
-from sn7.inference.scope import Scope, held_out, report_scope, selection_scope
-from sn7.inference.scoring import ReportSettings, SplitScore, score_split
-from sn7.inference.sliding_window import predictor_for
-from sn7.inference.thresholds import (
+from sn7.errors import CheckpointError
+from sn7.evaluation.scope import Scope, held_out, report_scope, selection_scope
+from sn7.evaluation.scoring import FootprintSweep, SplitScore, score_split
+from sn7.evaluation.thresholds import (
     SelectedThresholds,
     candidates,
     file_sha256,
     mismatch,
     read_selected,
 )
-from sn7.inference.tracking import TrackedMonths
+from sn7.inference.checkpoint import check_against_checkpoint, load_model
+from sn7.inference.footprints import FootprintSettings, PostSettings
+from sn7.inference.sliding_window import predictor_for
+from sn7.inference.tracking import TrackedMonths, TrackSettings
 from sn7.metrics.pixel import (
     best_row,
     counts_from,
@@ -41,32 +44,80 @@ from sn7.metrics.pixel import (
     threshold_grid,
 )
 from sn7.metrics.scot import scot_mean
-from sn7.utils.config import to_container
 from sn7.utils.console import console, progress_bar
 from sn7.utils.hardware import configure_threads
-from sn7.viz.change_map import change_map
-from sn7.viz.gallery import Gallery
-from sn7.viz.panels import rgb_preview
+from sn7.viz.pictures import Pictures
 from sn7.viz.report import print_summary, publish, write_outputs
 
 log = logging.getLogger(__name__)
 
 
-def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> SelectedThresholds:
+@dataclass(frozen=True)
+class EvalSettings:
+    """What evaluate needs from conf/evaluate.yaml's eval, post and track nodes, checked once."""
+
+    split: str
+    threshold: float | None  # fixed for both thresholds, else chosen on the selection split
+    pixel_grid: list[float]
+    building_grid: list[float]
+    footprint: FootprintSettings  # threshold: a placeholder until one is chosen
+    track: TrackSettings
+    iou_match: float
+    min_truth_area: float
+    crop_metrics: bool
+    gallery: int
+    publish: str | None
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> EvalSettings:
+        ev = cfg.eval
+        check_eval(ev)
+        pixel_grid = threshold_grid(**ev.thresholds)
+        building_grid = candidates(ev.building_thresholds or []) or pixel_grid
+        return cls(
+            split=ev.split,
+            threshold=None if ev.threshold is None else float(ev.threshold),
+            pixel_grid=pixel_grid,
+            building_grid=building_grid,
+            footprint=FootprintSettings(
+                building_grid[0], PostSettings.from_config(cfg.post), float(ev.min_area)
+            ),
+            track=TrackSettings.from_config(cfg.track),
+            iou_match=float(ev.iou_match),
+            min_truth_area=float(ev.min_truth_area),
+            crop_metrics=bool(ev.crop_metrics),
+            gallery=int(ev.gallery),
+            publish=ev.publish,
+        )
+
+    def sweep(self, thresholds) -> FootprintSweep:
+        return FootprintSweep(self.track, self.footprint, tuple(thresholds), self.iou_match)
+
+    def stored_settings(self) -> dict:
+        """The footprint settings thresholds are stored and compared with."""
+        return {
+            "post": self.footprint.post.as_dict(),
+            "min_area": self.footprint.min_area,
+            "track": self.track.as_dict(),
+        }
+
+
+def choose_thresholds(settings: EvalSettings, cfg, loaded, predictor, given) -> SelectedThresholds:
     """Thresholds chosen on the selection split: stored ones when they still apply, else chosen
-    now (and stored). A fixed eval.threshold is used as given."""
-    ev = cfg.eval
-    post = to_container(cfg.post)
-    if ev.threshold is not None:
-        t = float(ev.threshold)
-        return SelectedThresholds(t, t, {"split": "given", "role": "eval.threshold"}, post,
-                                  ev.min_area, "")  # fmt: skip
+    now (and stored). The building threshold is the one whose tracked footprints (the footprints
+    evaluate reports and predict writes) score the best SN7 building F1 there. A fixed
+    eval.threshold is used as given."""
+    stored_settings = settings.stored_settings()
+    if settings.threshold is not None:
+        t = settings.threshold
+        return SelectedThresholds(t, t, {"split": "given", "role": "eval.threshold"},
+                                  stored_settings["post"], settings.footprint.min_area, "",
+                                  track=stored_settings["track"])  # fmt: skip
     sha = file_sha256(loaded.path)
-    building_grid = [float(t) for t in (ev.building_thresholds or [])] or grid
-    grids = (grid, building_grid)
+    grids = (settings.pixel_grid, settings.building_grid)
     stored = read_selected_or_none(loaded.path)
     if stored is not None:
-        why = mismatch(stored, sha, post, ev.min_area, grids)
+        why = mismatch(stored, sha, **stored_settings, grids=grids)
         if why is None:
             return stored
         console.print(f"[yellow]note: stored thresholds not used: {why}[/yellow]")
@@ -76,24 +127,25 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> Selec
         f"{', '.join(scope.describe()['aois'])}) ..."
     )
     score = run_scoring(
-        scope, loaded, predictor, grid, sweep_buildings=building_grid, sweep_post=post,
-        sweep_min_area=ev.min_area, min_truth_area=ev.min_truth_area,
+        scope, loaded, predictor, settings.pixel_grid,
+        footprints=settings.sweep(settings.building_grid), min_truth_area=settings.min_truth_area,
     )  # fmt: skip
-    pixel = best_row(sweep_rows(grid, score.pixel_counts), "iou")
+    pixel = best_row(sweep_rows(settings.pixel_grid, score.pixel_counts), "iou")
     building_t, building = max(
-        score.building_sweep.items(), key=lambda kv: (kv[1].as_dict()["f1_sn7"], -kv[0])
+        score.tracked.items(), key=lambda kv: (kv[1].buildings.as_dict()["f1_sn7"], -kv[0])
     )
     selected = SelectedThresholds(
         pixel=pixel["threshold"],
         building=building_t,
         selected_on=scope.describe(),
-        post=post,
-        min_area=float(ev.min_area),
+        post=stored_settings["post"],
+        min_area=settings.footprint.min_area,
         checkpoint_sha256=sha,
+        track=stored_settings["track"],
         pixel_iou=pixel["iou"],
-        building_f1=building.as_dict()["f1_sn7"],
-        pixel_grid=candidates(grid),
-        building_grid=candidates(building_grid),
+        building_f1=building.buildings.as_dict()["f1_sn7"],
+        pixel_grid=candidates(settings.pixel_grid),
+        building_grid=candidates(settings.building_grid),
     )
     path = selected.save(loaded.path)
     log.info("thresholds chosen on the selection split stored in %s", path)
@@ -102,8 +154,6 @@ def choose_thresholds(cfg, loaded, predictor, grid: list[float], given) -> Selec
 
 def read_selected_or_none(path: Path) -> SelectedThresholds | None:
     """Stored thresholds; an unreadable or old file is replaced by choosing again (with a note)."""
-    from sn7.errors import CheckpointError
-
     try:
         return read_selected(path)
     except CheckpointError as exc:
@@ -121,86 +171,66 @@ def run_scoring(scope: Scope, loaded, predictor, grid, **kwargs) -> SplitScore:
         )  # fmt: skip
 
 
-class Pictures:
-    """Gallery tiles and per-AOI change maps, drawn while the report split streams by."""
-
-    def __init__(self, out_dir: Path, n_gallery: int, spec, threshold: float):
-        self.gallery = Gallery(out_dir / "gallery")
-        self.change_dir = out_dir / "change_maps"
-        self.n_gallery, self.spec, self.threshold = n_gallery, spec, threshold
-        self.n_drawn = 0
-        self.change_maps: list[Path] = []
-
-    def on_month(self, month, iou: float) -> None:
-        if self.n_drawn < self.n_gallery:
-            rgb = rgb_preview(month.tile.pixels, self.spec.rgb_channels)
-            self.gallery.add(month.row.stem, rgb, month.prob, self.threshold, month.mask, iou)
-            self.n_drawn += 1
-
-    def on_aoi(self, aoi, months, tracked, truths) -> None:
-        if tracked is None or len(months) < 2:
-            return
-        truth = None
-        if all(t.ids is not None for t in truths):
-            truth = TrackedMonths([list(zip(t.ids, t.geoms, strict=True)) for t in truths])
-        path = self.change_dir / f"{aoi}.png"
-        names = [m.row.date for m in months]
-        change_map(tracked, truth, names, months[0].prob.shape, path, title=aoi)
-        self.change_maps.append(path)
-
-    def finish(self) -> None:
-        self.gallery.finish()
+def truth_tracks(truths) -> TrackedMonths | None:
+    """The true buildings of an AOI's months as tracks (their persistent ids), if they have ids."""
+    if not all(t.ids is not None for t in truths):
+        return None
+    return TrackedMonths([list(zip(t.ids, t.geoms, strict=True)) for t in truths])
 
 
 def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict:
     """Evaluate cfg.ckpt_path. `given`: config keys the user set explicitly (they win over the
     checkpoint's training config; the CLI passes its command-line keys)."""
     configure_threads(cfg.get("threads"))
-    ev = cfg.eval
-    check_eval(ev)
+    settings = EvalSettings.from_config(cfg)
     check_infer(cfg.infer)
     loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     given = set(given)
     check_against_checkpoint(cfg, loaded, given)
     scope = report_scope(cfg, loaded, given)
     predictor = predictor_for(cfg, loaded)
-    grid = threshold_grid(**ev.thresholds)
-    selected = choose_thresholds(cfg, loaded, predictor, grid, given)
-    grid = sorted(set(grid) | {selected.pixel})
+    selected = choose_thresholds(settings, cfg, loaded, predictor, given)
+    grid = sorted(set(settings.pixel_grid) | {selected.pixel})
+    footprint = settings.footprint.at(selected.building)
     out_dir = Path(cfg.paths.run_dir)
-    pictures = Pictures(out_dir, int(ev.gallery), loaded.spec, selected.pixel)
-    report = ReportSettings(
-        to_container(cfg.track), selected.building, to_container(cfg.post), ev.min_area
-    )
+    pictures = Pictures(out_dir, loaded.spec.rgb_channels, settings.gallery)
     table: list[dict] = []
 
     def on_month(month) -> None:
-        row = tile_row(month, grid.index(selected.pixel))
+        row = tile_row(month, grid.index(selected.pixel), footprint.threshold)
         table.append(row)
-        pictures.on_month(month, row["iou"])
+        pictures.add_month(month.row.stem, month.tile.pixels, month.prob, selected.pixel,
+                           month.mask, row["iou"])  # fmt: skip
+
+    def on_aoi(aoi, months, tracked, truths) -> None:
+        names = [m.row.date for m in months]
+        shape = months[0].prob.shape
+        pictures.add_aoi(aoi, tracked[footprint.threshold], truth_tracks(truths), names, shape)
 
     score = run_scoring(
-        scope, loaded, predictor, grid, min_truth_area=ev.min_truth_area, report=report,
-        on_month=on_month, on_aoi=pictures.on_aoi,
+        scope, loaded, predictor, grid, footprints=settings.sweep([footprint.threshold]),
+        min_truth_area=settings.min_truth_area, on_month=on_month, on_aoi=on_aoi,
     )  # fmt: skip
     pictures.finish()
     crop = None
-    if ev.crop_metrics:
+    if settings.crop_metrics:
         crop = crop_metrics(loaded, predictor, scope.rows(), selected.pixel)
-    metrics = assemble_metrics(cfg, loaded, scope, selected, score, crop, pictures, given)
+    metrics = assemble_metrics(cfg, loaded, scope, selected, score, crop, pictures, given,
+                               settings, footprint)  # fmt: skip
     sweep = sweep_rows(grid, score.pixel_counts)
     write_outputs(out_dir, metrics, table, sweep, metrics["pixel"]["headline"])
-    if ev.publish:
-        publish(out_dir, Path(ev.publish))
+    if settings.publish:
+        publish(out_dir, Path(settings.publish))
     print_summary(metrics, out_dir)
     return metrics
 
 
-def tile_row(month, t_index: int) -> dict:
+def tile_row(month, t_index: int, building_threshold: float) -> dict:
     """One row of per_tile.csv: pixel scores at the selected threshold, tracked buildings."""
     pix = sweep_rows([0.0], month.pixel_counts[t_index : t_index + 1])[0]
     valid = month.mask != IGNORE
-    b = month.buildings.as_dict() if month.buildings is not None else {}
+    counts = month.buildings.get(building_threshold)
+    b = counts.as_dict() if counts is not None else {}
     return {
         "aoi": month.row.aoi,
         "date": month.row.date,
@@ -235,19 +265,21 @@ def crop_metrics(loaded, predictor, rows: pd.DataFrame, threshold: float) -> dic
     }
 
 
-def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pictures, given):
-    ev = cfg.eval
+def assemble_metrics(
+    cfg, loaded, scope, selected, score: SplitScore, crop, pictures, given, settings, footprint
+):
     grid = score.thresholds
     sweep = sweep_rows(grid, score.pixel_counts)
     headline = sweep[grid.index(selected.pixel)]
     oracle = best_row(sweep, "iou")
     reported = scope.describe()
     is_held_out = held_out(cfg, loaded, scope, selected, given)
-    tracked_pixel = scores(*score.tracked_counts[:3].tolist())
+    tracked = score.tracked[footprint.threshold]
+    tracked_pixel = scores(*tracked.tracked_counts[:3].tolist())
     scot = None
-    if score.scot:
-        scot = scot_mean(score.scot)
-        scot["per_aoi"] = {aoi: r.as_dict() for aoi, r in sorted(score.scot.items())}
+    if tracked.scot:
+        scot = scot_mean(tracked.scot)
+        scot["per_aoi"] = {aoi: r.as_dict() for aoi, r in sorted(tracked.scot.items())}
     return {
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "split": scope.split,
@@ -258,7 +290,8 @@ def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pict
         "selected_on": selected.selected_on,
         "reported_on": reported,
         "held_out": is_held_out,
-        "track": to_container(cfg.track),
+        "track": settings.track.as_dict(),
+        "footprints": footprint.as_dict(),
         "thresholds": {"pixel": selected.pixel, "building": selected.building},
         "pixel": {
             "headline": _public(headline),
@@ -267,8 +300,9 @@ def assemble_metrics(cfg, loaded, scope, selected, score: SplitScore, crop, pict
         },
         "building": {
             "threshold": selected.building,
-            "min_area": ev.min_area,
-            **score.buildings.as_dict(),
+            "min_area": footprint.min_area,
+            "iou_match": settings.iou_match,
+            **tracked.buildings.as_dict(),
         },
         "tracked_mask": {k: tracked_pixel[k] for k in ("iou", "precision", "recall", "f1")},
         "scot": scot,

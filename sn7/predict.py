@@ -17,10 +17,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from affine import Affine
 from omegaconf import DictConfig
-from rasterio import features
-from scipy import ndimage
 
 from sn7.checks import check_infer, check_predict
 from sn7.constants import IGNORE
@@ -29,24 +26,56 @@ from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import write_geotiff
 from sn7.data.vector_io import apply_affine, area_m2, write_geojson
 from sn7.errors import ConfigError, DataError, SN7Error
+from sn7.evaluation.thresholds import file_sha256, mismatch, read_selected
 from sn7.inference.checkpoint import LoadedModel, check_against_checkpoint, load_model
-from sn7.inference.postprocess import clean_mask
+from sn7.inference.footprints import FootprintSettings, PostSettings
 from sn7.inference.sliding_window import predictor_for
-from sn7.inference.thresholds import file_sha256, mismatch, read_selected
 from sn7.inference.tiles import TileInput, read_tile
-from sn7.inference.tracking import track_aoi
+from sn7.inference.tracking import TrackedMonths, TrackSettings, track_aoi
+from sn7.inference.vectorize import mean_inside
 from sn7.metrics.pixel import sweep_rows, tile_counts
 from sn7.utils.atomic import write_text_atomic
-from sn7.utils.config import to_container
 from sn7.utils.console import console, progress_bar
 from sn7.utils.hardware import configure_threads
-from sn7.viz.change_map import change_map
-from sn7.viz.gallery import Gallery
-from sn7.viz.panels import rgb_preview
+from sn7.viz.pictures import Pictures
 
 log = logging.getLogger(__name__)
 _TIF = (".tif", ".tiff")
 AUTO_THRESHOLDS = ("auto", "auto_buildings")
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """conf/predict.yaml's predict, post and track nodes, checked once when predict starts."""
+
+    out_dir: Path
+    threshold: str | float  # auto | auto_buildings | a number
+    prob_dtype: str
+    crs: str
+    gallery: bool
+    post: PostSettings
+    min_area: float
+    track: TrackSettings
+    label_source: str  # where SN7 inputs' truth is drawn from, for the gallery
+    rasterize: RasterizeSettings
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> PredictSettings:
+        p = cfg.predict
+        check_predict(p)
+        threshold = p.threshold if p.threshold in AUTO_THRESHOLDS else float(p.threshold)
+        return cls(
+            out_dir=Path(p.out_dir or cfg.paths.run_dir),
+            threshold=threshold,
+            prob_dtype=p.prob_dtype,
+            crs=p.crs,
+            gallery=bool(p.gallery),
+            post=PostSettings.from_config(cfg.post),
+            min_area=float(p.min_area),
+            track=TrackSettings.from_config(cfg.track),
+            label_source=cfg.data.label_source,
+            rasterize=RasterizeSettings(cfg.data.alpha_band, cfg.data.all_touched),
+        )
 
 
 def list_inputs(spec: str) -> list[Path]:
@@ -65,32 +94,37 @@ def list_inputs(spec: str) -> list[Path]:
     return [path]  # a single file; a missing one is reported when it is read
 
 
-def resolve_threshold(value, loaded: LoadedModel, post: dict, min_area: float) -> float:
-    """A number, or what evaluate chose on this checkpoint's selection split: `auto` its pixel
-    threshold, `auto_buildings` its building one. Only thresholds stored for this very file
-    and chosen with these post-processing settings are used; anything else is a one-line error."""
+def resolve_thresholds(settings: PredictSettings, loaded: LoadedModel) -> tuple[float, float]:
+    """(mask threshold, building threshold). A number is both; `auto` takes what evaluate chose
+    on this checkpoint's selection split (pixel threshold for the mask GeoTIFF, building threshold
+    for the footprints, so predict writes the footprints evaluate scored); `auto_buildings` the
+    building threshold for both. Stored thresholds are used only when they were chosen for this
+    very file with these footprint settings (post, min_area, track); anything else is a one-line
+    error."""
+    value = settings.threshold
     if value not in AUTO_THRESHOLDS:
-        return float(value)
-    stored = read_selected(loaded.path)
+        return float(value), float(value)
     fix = (
         f"run `python evaluate.py ckpt_path={loaded.path}` (it chooses thresholds on the "
         "checkpoint's selection split) or give predict.threshold=<number>"
     )
+    stored = read_selected(loaded.path)
     if stored is None:
         raise ConfigError(
             f"no thresholds chosen on a selection split are stored; {fix}", loaded.path
         )
-    why = mismatch(stored, file_sha256(loaded.path), post, min_area)
+    why = mismatch(stored, file_sha256(loaded.path), settings.post.as_dict(), settings.min_area,
+                   settings.track.as_dict())  # fmt: skip
     if why is not None:
         raise ConfigError(f"stored thresholds do not apply: {why}; {fix}", loaded.path)
-    threshold = stored.building if value == "auto_buildings" else stored.pixel
+    mask = stored.building if value == "auto_buildings" else stored.pixel
     where = stored.selected_on
     log.info(
-        "threshold %.2f (%s) chosen on split %s (%s) of %s",
-        threshold, value, where.get("split"), ", ".join(where.get("aois") or []),
+        "thresholds (%s): mask %.2f, buildings %.2f, chosen on split %s (%s) of %s",
+        value, mask, stored.building, where.get("split"), ", ".join(where.get("aois") or []),
         where.get("data_root"),
     )  # fmt: skip
-    return threshold
+    return mask, stored.building
 
 
 def aoi_groups(paths: list[Path]) -> list[tuple[str | None, list[Path]]]:
@@ -143,17 +177,6 @@ def buildings_frame(
     return frame
 
 
-def mean_inside(polygons, values: np.ndarray) -> np.ndarray:
-    """Mean of `values` inside each pixel-space polygon (e.g. its mean probability)."""
-    if not polygons:
-        return np.zeros(0, np.float32)
-    labels = features.rasterize(
-        [(p, i + 1) for i, p in enumerate(polygons)], out_shape=values.shape,
-        transform=Affine.identity(), dtype="int32",
-    )  # fmt: skip
-    return np.nan_to_num(np.asarray(ndimage.mean(values, labels, np.arange(1, len(polygons) + 1))))
-
-
 @dataclass
 class Month:
     path: Path
@@ -161,13 +184,15 @@ class Month:
     prob: np.ndarray
 
 
-def predict_month(path: Path, loaded, predictor, threshold, cfg, out_dir: Path) -> Month:
+def predict_month(
+    path: Path, loaded, predictor, mask_threshold: float, settings: PredictSettings
+) -> Month:
     """Probability and mask GeoTIFFs of one image (the buildings come once its AOI is tracked)."""
     tile_in = read_tile(path, loaded.spec)
     prob = predictor(tile_in.model_input)
     valid = tile_in.valid
-    stem = path.stem
-    if cfg.predict.prob_dtype == "float32":
+    out_dir, stem = settings.out_dir, path.stem
+    if settings.prob_dtype == "float32":
         write_geotiff(
             out_dir / f"{stem}_prob.tif",
             np.where(valid, prob, np.nan).astype(np.float32),
@@ -177,50 +202,37 @@ def predict_month(path: Path, loaded, predictor, threshold, cfg, out_dir: Path) 
     else:
         prob8 = np.round(prob * 255).astype(np.uint8)
         write_geotiff(out_dir / f"{stem}_prob.tif", prob8, tile_in.info, valid=valid)
-    pred = clean_mask((prob >= threshold) & valid, **cfg.post)
+    pred = settings.post.clean((prob >= mask_threshold) & valid)
     mask = np.where(valid, pred, IGNORE).astype(np.uint8)
     write_geotiff(out_dir / f"{stem}_mask.tif", mask, tile_in.info, nodata=IGNORE)
     return Month(path, tile_in, prob)
 
 
 def write_aoi_buildings(
-    aoi, months: list[Month], threshold, cfg, out_dir: Path, gallery, rgb
-) -> int:
-    """Track the AOI's buildings over its months and write them: per month a GeoJSON, per AOI the
-    tracks table, the SN7 challenge CSV and a change map. Returns the number of buildings."""
-    p = cfg.predict
-    track = to_container(cfg.track) if len(months) >= 2 else {"mode": "none"}
-    probs = np.stack([m.prob for m in months])
-    valids = np.stack([m.tile.valid for m in months])
-    tracked = track_aoi(track, probs, valids, threshold, to_container(cfg.post), p.min_area)
-    del probs, valids
+    aoi, months: list[Month], footprint: FootprintSettings, settings: PredictSettings
+) -> TrackedMonths:
+    """Track the AOI's buildings over its months (the function evaluate scores) and write them:
+    per month a GeoJSON, per AOI the tracks table and the SN7 challenge CSV."""
+    tracked = track_aoi(
+        settings.track, [m.prob for m in months], [m.tile.valid for m in months], footprint
+    )
     labels = [month_label(m.path.stem, i) for i, m in enumerate(months)]
     for t, month in enumerate(months):
         ids, polygons = tracked.ids(t), tracked.polygons(t)
         first = [labels[tracked.first_seen[i]] for i in ids]
-        new = [tracked.first_seen[i] == t and t > 0 for i in ids]
-        frame = buildings_frame(polygons, ids, month.prob, month.tile.info, p.crs, first, new)
-        write_geojson(out_dir / f"{month.path.stem}_buildings.geojson", frame)
-        if gallery is not None:
-            add_to_gallery(gallery, month, threshold, cfg, rgb)
+        frame = buildings_frame(polygons, ids, month.prob, month.tile.info, settings.crs, first,
+                                tracked.is_new(t))  # fmt: skip
+        write_geojson(settings.out_dir / f"{month.path.stem}_buildings.geojson", frame)
     if len(months) >= 2:
         name = aoi or months[0].path.stem
         write_text_atomic(
-            out_dir / f"{name}_tracks.csv", tracks_table(tracked, labels).to_csv(index=False)
+            settings.out_dir / f"{name}_tracks.csv",
+            tracks_table(tracked, labels).to_csv(index=False),
         )
         write_text_atomic(
-            out_dir / f"{name}_sn7.csv", sn7_csv(tracked, [m.path.stem for m in months])
+            settings.out_dir / f"{name}_sn7.csv", sn7_csv(tracked, [m.path.stem for m in months])
         )
-        if gallery is not None:
-            change_map(
-                tracked,
-                None,
-                labels,
-                months[0].prob.shape,
-                out_dir / "change_maps" / f"{name}.png",
-                title=name,
-            )
-    return len(tracked.footprints())
+    return tracked
 
 
 def tracks_table(tracked, labels: list[str]) -> pd.DataFrame:
@@ -255,29 +267,28 @@ def sn7_csv(tracked, stems: list[str]) -> str:
     return pd.DataFrame(rows, columns=["filename", "id", "geometry"]).to_csv(index=False)
 
 
-def add_to_gallery(gallery, month: Month, threshold, cfg, rgb_channels) -> None:
-    tile = image_files_of(month.path, cfg.data.label_source)
+def draw_month(pictures: Pictures, month: Month, threshold: float, settings: PredictSettings):
+    """A gallery tile; SN7 inputs whose labels are found get their truth and IoU beside it."""
+    tile = image_files_of(month.path, settings.label_source)
     truth = iou = None
     if tile is not None:
-        settings = RasterizeSettings(cfg.data.alpha_band, cfg.data.all_touched)
-        truth = rasterize_tile(tile, settings).mask
+        truth = rasterize_tile(tile, settings.rasterize).mask
         iou = sweep_rows([threshold], tile_counts(month.prob, truth, [threshold]))[0]["iou"]
-    rgb = rgb_preview(month.tile.pixels, rgb_channels)
-    gallery.add(month.path.stem, rgb, month.prob, threshold, truth, iou)
+    pictures.add_month(month.path.stem, month.tile.pixels, month.prob, threshold, truth, iou)
 
 
 def predict(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> list[dict]:
     configure_threads(cfg.get("threads"))
-    p = cfg.predict
-    check_predict(p)
+    settings = PredictSettings.from_config(cfg)
     check_infer(cfg.infer)
     loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     check_against_checkpoint(cfg, loaded, set(given))
     inputs = list_inputs(str(cfg.input))
-    threshold = resolve_threshold(p.threshold, loaded, to_container(cfg.post), p.min_area)
+    mask_threshold, building_threshold = resolve_thresholds(settings, loaded)
+    footprint = FootprintSettings(building_threshold, settings.post, settings.min_area)
     predictor = predictor_for(cfg, loaded)
-    out_dir = Path(p.out_dir or cfg.paths.run_dir)
-    gallery = Gallery(out_dir / "gallery") if p.gallery else None
+    out_dir = settings.out_dir
+    pictures = Pictures(out_dir, loaded.spec.rgb_channels) if settings.gallery else None
     done, failed = [], {}
     with progress_bar() as bar:
         task = bar.add_task("tiles", total=len(inputs))
@@ -285,24 +296,31 @@ def predict(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> list[
             months = []
             for path in paths:
                 try:
-                    months.append(predict_month(path, loaded, predictor, threshold, cfg, out_dir))
+                    months.append(predict_month(path, loaded, predictor, mask_threshold, settings))
                 except SN7Error as exc:
                     failed[str(path)] = str(exc)
                     console.print(f"[red]skipped[/red] {exc}")
                 bar.advance(task)
-            if months:
-                n = write_aoi_buildings(
-                    aoi, months, threshold, cfg, out_dir, gallery, loaded.spec.rgb_channels
-                )
-                done.append({"aoi": aoi, "tiles": [m.path.stem for m in months], "buildings": n})
-    if gallery is not None:
-        gallery.finish()
+            if not months:
+                continue
+            tracked = write_aoi_buildings(aoi, months, footprint, settings)
+            if pictures is not None:
+                for month in months:
+                    draw_month(pictures, month, mask_threshold, settings)
+                names = [month_label(m.path.stem, i) for i, m in enumerate(months)]
+                pictures.add_aoi(aoi or months[0].path.stem, tracked, None, names,
+                                 months[0].prob.shape)  # fmt: skip
+            n_buildings = len(tracked.footprints())
+            done.append({"aoi": aoi, "tiles": [m.path.stem for m in months],
+                         "buildings": n_buildings})  # fmt: skip
+    if pictures is not None:
+        pictures.finish()
     n_tiles = sum(len(d["tiles"]) for d in done)
-    mode = cfg.track.mode
     console.print(
-        f"predicted {n_tiles} tile(s) at threshold {threshold:.2f} into {out_dir} "
-        f"({sum(d['buildings'] for d in done)} buildings, track={mode})"
-        + (f"; gallery: {out_dir / 'gallery' / 'index.png'}" if gallery and done else "")
+        f"predicted {n_tiles} tile(s) into {out_dir}: masks at threshold {mask_threshold:.2f}, "
+        f"{sum(d['buildings'] for d in done)} buildings (track={settings.track.mode}, "
+        f"threshold {building_threshold:.2f})"
+        + (f"; gallery: {out_dir / 'gallery' / 'index.png'}" if pictures and done else "")
     )
     if failed:
         raise DataError(

@@ -27,11 +27,11 @@ from sn7.data.raster_io import read_png
 from sn7.data.synthetic import aoi_name, make_sn7_root
 from sn7.errors import ConfigError
 from sn7.evaluate import evaluate
+from sn7.evaluation.scope import data_config
+from sn7.evaluation.scoring import Truth, scored_buildings
+from sn7.evaluation.thresholds import SelectedThresholds, read_selected, thresholds_path
 from sn7.inference.checkpoint import check_against_checkpoint, load_model
-from sn7.inference.scope import data_config
-from sn7.inference.scoring import Truth, scored_buildings
 from sn7.inference.sliding_window import predictor_for
-from sn7.inference.thresholds import SelectedThresholds, read_selected, thresholds_path
 from sn7.inference.tiles import read_tile
 from sn7.metrics.buildings import match_buildings
 from sn7.metrics.pixel import scores, threshold_grid

@@ -4,7 +4,7 @@ function (a lazy import is still a dependency) and one under TYPE_CHECKING.
 
     0  sn7/utils/, sn7/errors.py, sn7/constants.py, sn7/__init__.py
     1  sn7/data/, sn7/models/, sn7/metrics/
-    2  sn7/inference/, sn7/lit/, sn7/viz/, sn7/checks.py (it checks data-layer options)
+    2  sn7/inference/, sn7/evaluation/, sn7/lit/, sn7/viz/, sn7/checks.py (checks data options)
     3  stages: sn7/prepare.py, train.py, evaluate.py, predict.py, convert.py
     4  entry points at the repository root (prepare.py, train.py, ...): nothing may import them
 """
@@ -28,6 +28,7 @@ FLOORS = {
     "sn7.models": 1,
     "sn7.metrics": 1,
     "sn7.inference": 2,
+    "sn7.evaluation": 2,
     "sn7.lit": 2,
     "sn7.viz": 2,
     "sn7.checks": 2,

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import geopandas as gpd
@@ -30,9 +31,10 @@ import sn7.viz.gallery
 from sn7.checks import check_predict
 from sn7.data.synthetic import PIXEL_SIZE, make_sn7_root
 from sn7.errors import CheckpointError, ConfigError, DataError
+from sn7.evaluation.thresholds import SelectedThresholds, file_sha256, thresholds_path
 from sn7.inference.checkpoint import load_model
-from sn7.inference.thresholds import SelectedThresholds, file_sha256, thresholds_path
-from sn7.predict import predict, resolve_threshold
+from sn7.inference.tracking import TrackSettings
+from sn7.predict import PredictSettings, predict, resolve_thresholds
 
 REPO = Path(__file__).resolve().parents[1]
 UTM = "EPSG:32610"
@@ -324,44 +326,48 @@ def test_threshold_auto_reads_the_evaluated_threshold(tmp_path, stub_checkpoint,
     ckpt = stub_checkpoint(tmp_path / "soft.ckpt", gain=10.0)
     loaded = load_model(ckpt)
 
+    overrides = ["predict.prob_dtype=float32", "predict.gallery=false", "predict.threshold=auto"]
+
     def run(out: Path) -> tuple[np.ndarray, np.ndarray]:
-        overrides = [
-            "predict.prob_dtype=float32",
-            "predict.gallery=false",
-            "predict.threshold=auto",
-        ]
         predict(predict_cfg(ckpt, tile.image, out, *overrides))
         return read(out / f"{tile.stem}_prob.tif")[0], read(out / f"{tile.stem}_mask.tif")[0]
 
-    post, area = {"opening": 0, "fill_holes": False}, MIN_AREA  # conf/post, conf/predict
+    settings = PredictSettings.from_config(predict_cfg(ckpt, tile.image, tmp_path, *overrides))
+    auto_buildings = replace(settings, threshold="auto_buildings")
     with pytest.raises(ConfigError, match="no thresholds chosen on a selection split"):
-        resolve_threshold("auto", loaded, post, area)
+        resolve_thresholds(settings, loaded)
     Path(f"{ckpt}.eval.json").write_text(json.dumps({"threshold": 0.9, "iou": 0.7}))
     with pytest.raises(CheckpointError, match="older sn7"):  # chosen on any split: refused
-        resolve_threshold("auto", loaded, post, area)
+        resolve_thresholds(settings, loaded)
 
     selected = SelectedThresholds(
         pixel=0.9,
         building=0.6,
         selected_on={"split": "val", "aois": ["A"], "data_root": "/d"},
-        post=post,
-        min_area=area,
+        post=settings.post.as_dict(),
+        min_area=MIN_AREA,
         checkpoint_sha256=file_sha256(ckpt),
+        track=settings.track.as_dict(),
     )
     selected.save(ckpt)
-    assert resolve_threshold("auto", loaded, post, area) == 0.9
-    assert resolve_threshold("auto_buildings", loaded, post, area) == 0.6
+    assert resolve_thresholds(settings, loaded) == (0.9, 0.6)  # mask: pixel; buildings: building
+    assert resolve_thresholds(auto_buildings, loaded) == (0.6, 0.6)
     prob, mask = run(tmp_path / "evaluated")
     np.testing.assert_array_equal(mask, prob >= np.float32(0.9))
     assert 0 < mask.sum() < (prob >= 0.5).sum()  # 0.9 really cut some building pixels
+    other_post = replace(settings, post=replace(settings.post, opening=1))
     with pytest.raises(ConfigError, match="chosen with"):  # other post-processing than chosen with
-        resolve_threshold("auto", loaded, {"opening": 1, "fill_holes": False}, area)
+        resolve_thresholds(other_post, loaded)
+    other_track = replace(settings, track=TrackSettings.from_config({"mode": "none"}))
+    with pytest.raises(ConfigError, match="chosen with"):  # footprints of another tracker
+        resolve_thresholds(other_track, loaded)
     other = stub_checkpoint(tmp_path / "other.ckpt", gain=11.0)
     Path(f"{other}.thresholds.json").write_text(thresholds_path(ckpt).read_text())
     with pytest.raises(ConfigError, match="different checkpoint"):  # copied beside another file
-        resolve_threshold("auto", load_model(other), post, area)
+        resolve_thresholds(settings, load_model(other))
 
-    assert resolve_threshold(0.7, loaded, post, area) == 0.7  # an explicit value wins
+    given = replace(settings, threshold=0.7)
+    assert resolve_thresholds(given, loaded) == (0.7, 0.7)  # an explicit value wins
     for bad in (0, 1.5, -0.1):  # checked up front, before the model is loaded
         with pytest.raises(ConfigError, match=re.escape("predict.threshold")):
             check_predict({"prob_dtype": "uint8", "threshold": bad, "min_area": 0})

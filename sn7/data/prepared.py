@@ -1,13 +1,17 @@
 """The prepare stage's work and artifacts: SN7 folder -> mask cache, manifest.csv, subset.csv,
-split.csv in `data.work_dir`.
+split.csv and prepare.json in `data.work_dir`.
 
-It lives in the data layer because the DataModule and evaluate need it too (they call `prepare()`,
-which costs a few file stats when everything is already cached); `prepare.py` at the project root is
-only its command line. Callers check the config first (`sn7.checks`).
+`prepare()` builds them (`python prepare.py` is its command line, sn7/prepare.py the stage). The
+stages after it (the DataModule, evaluate) call `ensure_prepared()`: it reads the artifacts when
+prepare.json says they were made from these very inputs (file sizes and modification times) with
+these settings, and runs `prepare()` only when they are missing or stale. Callers check the config
+first (`sn7.checks`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,7 +35,7 @@ from sn7.data.split import SPLITS, selection_kind, split_aois, split_images
 from sn7.data.subset import balanced_subset
 from sn7.errors import ConfigError, DataError
 from sn7.utils.atomic import write_json_atomic
-from sn7.utils.config import available_cores
+from sn7.utils.config import available_cores, to_container
 from sn7.utils.console import console, print_table, progress_bar
 from sn7.utils.locking import exclusive_lock
 
@@ -78,7 +82,7 @@ def prepare(cfg: DictConfig, quiet: bool = False) -> Prepared:
             raise DataError(_failure_text(report, "no image could be prepared"), data.root)
         prepared = Prepared(work_dir, manifest, *subset_and_split(cfg, manifest), report)
         prepared.label_repairs = label_repairs(index, tiles)
-        write_artifacts(prepared, cfg, settings, n_images=len(tiles))
+        write_artifacts(prepared, cfg, settings, tiles)
     if not quiet:
         print_summary(prepared)
     if report.failed:
@@ -148,7 +152,7 @@ def subset_and_split(cfg: DictConfig, manifest: pd.DataFrame) -> tuple[pd.DataFr
 
 
 def write_artifacts(
-    prepared: Prepared, cfg: DictConfig, settings: RasterizeSettings, n_images: int
+    prepared: Prepared, cfg: DictConfig, settings: RasterizeSettings, tiles: Sequence[ImageFiles]
 ) -> None:
     data = cfg.data
     paths = artifact_paths(prepared.work_dir)
@@ -162,7 +166,9 @@ def write_artifacts(
             "label_source": data.label_source,
             "image_dir": data.image_dir,
             "rasterize": settings.as_dict(),
-            "n_images": n_images,
+            "settings": artifact_settings(cfg),
+            "inputs": inputs_fingerprint(tiles),
+            "n_images": len(tiles),
             "n_prepared": len(prepared.manifest),
             "failed": prepared.report.failed,
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -172,6 +178,67 @@ def write_artifacts(
 
 def _failure_text(report: CacheReport, head: str) -> str:
     return head + ":\n" + "\n".join(f"  - {msg}" for msg in report.failed.values())
+
+
+def artifact_settings(cfg: DictConfig) -> dict:
+    """What the artifacts depend on besides the input files: the data root and layout, how masks
+    are rasterised, and the subset and split settings."""
+    data = cfg.data
+    return {
+        "data_root": str(Path(data.root).resolve()),
+        "image_dir": data.image_dir,
+        "label_source": data.label_source,
+        "rasterize": RasterizeSettings(data.alpha_band, data.all_touched).as_dict(),
+        "on_error": data.on_error,
+        "subset": to_container(cfg.subset),
+        "split": to_container(cfg.split),
+    }
+
+
+def inputs_fingerprint(tiles: Sequence[ImageFiles]) -> str:
+    """sha256 of every input file's path, size and modification time (images, labels, UDMs):
+    any added, removed or edited file changes it. File stats only, no reading."""
+    digest = hashlib.sha256()
+    for tile in tiles:
+        for path in (tile.image, tile.labels, tile.udm_vectors, tile.udm_raster):
+            if path is None:
+                continue
+            try:
+                st = path.stat()
+                digest.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except FileNotFoundError:
+                digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()
+
+
+def stale_reason(cfg: DictConfig) -> str | None:
+    """Why the artifacts in cfg.data.work_dir cannot be used as they are (None: they can)."""
+    data = cfg.data
+    work_dir = Path(data.work_dir)
+    record = work_dir / "prepare.json"
+    if not record.is_file() or not all(p.is_file() for p in artifact_paths(work_dir).values()):
+        return "not prepared yet"
+    try:
+        made = json.loads(record.read_text())
+    except ValueError:
+        return "prepare.json is unreadable"
+    if made.get("settings") != artifact_settings(cfg):
+        return "prepared with other settings"
+    tiles = discover_images(data.root, data.image_dir, data.label_source)
+    if made.get("inputs") != inputs_fingerprint(tiles):
+        return "input files changed since"
+    return None
+
+
+def ensure_prepared(cfg: DictConfig, quiet: bool = True) -> Prepared:
+    """The prepared artifacts of cfg.data: read when fresh, else made by `prepare()` (a stage after
+    prepare never redoes its work when nothing changed). A mask deleted from the cache makes the
+    artifacts stale too."""
+    if stale_reason(cfg) is None:
+        prepared = load_prepared(cfg.data.work_dir)
+        if all(Path(m).is_file() for m in prepared.manifest["mask"]):
+            return prepared
+    return prepare(cfg, quiet=quiet)
 
 
 def load_prepared(work_dir: str | Path) -> Prepared:

@@ -22,9 +22,7 @@ from rasterio import features
 from shapely.geometry.base import BaseGeometry
 
 from sn7.errors import ConfigError
-from sn7.inference.postprocess import clean_mask
-from sn7.inference.separation import separate_buildings
-from sn7.inference.vectorize import Components, vectorize, vectorize_labels
+from sn7.inference.footprints import FootprintSettings, cut_footprints
 from sn7.metrics.matching import SN7_IOU, iou_pairs, optimal_matches
 
 Building = tuple[int, BaseGeometry]  # (building id, footprint in pixel coordinates)
@@ -67,7 +65,7 @@ class TrackedMonths:
 
 
 def track_none(month_polygons: Sequence[Sequence[BaseGeometry]]) -> TrackedMonths:
-    """Today's per-month behaviour: ids 1..N in each month, nothing carried over."""
+    """No tracking: ids 1..N in each month, nothing carried over (the baseline SCOT compares)."""
     return TrackedMonths([list(enumerate(polys, start=1)) for polys in month_polygons])
 
 
@@ -204,14 +202,10 @@ def first_appearance(
 
 def track_aggregate(
     probs: np.ndarray,
-    valids: np.ndarray | None = None,
-    threshold: float = 0.4,
-    seed_threshold: float = 0.6,
-    min_distance: int = 2,
+    valids: np.ndarray | None,
+    footprint: FootprintSettings,
     presence_threshold: float = 0.4,
-    min_area: float = 4.0,
     min_valid: float = 0.5,
-    post: Mapping | None = None,
     temporal: str = "mean",
     min_run: int = 2,
     min_jump: float = 0.0,
@@ -221,15 +215,14 @@ def track_aggregate(
     `temporal`: "mean" (the mean over all months) or "suffix_max" (`suffix_max_mean`: the best mean
     over any final run of at least `min_run` months, which keeps late buildings).
 
-    The mean map is thresholded at `threshold` (lower than a single month's threshold: a building
-    standing for the last 40% of the months averages about 0.05 + 0.4 * 0.85 = 0.39 with typical
-    absent/present probabilities 0.05/0.9, while noise in one month of four averages < 0.3),
-    cleaned with `post` (sn7.inference.postprocess), split into touching buildings by
-    `separate_buildings(seed_threshold, min_distance)` and vectorised, dropping footprints under
-    `min_area` pixels. Then `first_appearance` on each footprint's monthly scores decides the
-    month it appears (dropping footprints that never do). Ids are 1..N in order of appearance.
-    Known limit: a building standing only in the last few months of a long stack averages below
-    `threshold` and is missed.
+    The mean map is cut by `cut_footprints` with `footprint` (the building threshold chosen on the
+    selection split, post-processing, min_area), always splitting touching buildings (a mean map
+    blurs the gaps between neighbours). A building standing for the last 40% of the months
+    averages about 0.05 + 0.4 * 0.85 = 0.39 with typical absent/present probabilities 0.05/0.9,
+    so the chosen threshold is usually lower than a single month's. Then `first_appearance` on each
+    footprint's monthly scores decides the month it appears (dropping footprints that never do).
+    Ids are 1..N in order of appearance. Known limit: a building standing only in the last few
+    months of a long stack averages below the threshold and is missed.
     """
     probs = np.asarray(probs, np.float32)
     if temporal == "mean":
@@ -238,12 +231,8 @@ def track_aggregate(
         mean = suffix_max_mean(probs, valids, min_run)
     else:
         raise ConfigError(f"track.temporal={temporal!r} must be mean or suffix_max")
-    mask = mean >= threshold
-    if valids is not None:
-        mask &= np.asarray(valids, bool).any(axis=0)
-    mask = clean_mask(mask, **dict(post or {}))
-    labels = separate_buildings(mean, mask, seed_threshold, min_distance)
-    components = vectorize_labels(labels, min_area)
+    anywhere = None if valids is None else np.asarray(valids, bool).any(axis=0)
+    components = cut_footprints(mean, anywhere, footprint, separate=True)
     scores, evidence = monthly_scores(components.labels, components.ids, probs, valids, min_valid)
     appear = [
         first_appearance(scores[:, j], evidence[:, j], presence_threshold, min_jump)
@@ -256,71 +245,58 @@ def track_aggregate(
     )
 
 
-def extract_buildings(
-    prob: np.ndarray,
-    valid: np.ndarray | None,
-    threshold: float,
-    post: Mapping | None = None,
-    min_area: float = 0.0,
-) -> Components:
-    """One month's buildings, as evaluate and predict cut them: clean_mask((prob >= threshold) &
-    valid, **post), then vectorize. `post` may also hold `separate: true` (with `seed_threshold`,
-    default 0.6, and `min_distance`, default 2) to split touching buildings first."""
-    post = dict(post or {})
-    separate = post.pop("separate", False)
-    seed_threshold = post.pop("seed_threshold", 0.6)
-    min_distance = post.pop("min_distance", 2)
-    mask = prob >= threshold
-    if valid is not None:
-        mask &= np.asarray(valid, bool)
-    mask = clean_mask(mask, **post)
-    if separate:
-        return vectorize_labels(
-            separate_buildings(prob, mask, seed_threshold, min_distance), min_area
-        )
-    return vectorize(mask, min_area)
+TRACKERS: dict[str, Callable] = {
+    "none": track_none,
+    "match": track_match,
+    "aggregate": track_aggregate,
+}
+_GIVEN = {"month_polygons", "probs", "valids", "footprint"}  # passed by track_aoi, not the config
 
 
-def _call(fn: Callable, params: dict, **fixed):
-    """fn(**fixed, **params), naming the offending keys of the track config if it has foreign
-    ones (a typo there would otherwise be a TypeError deep in a run)."""
-    accepted = set(inspect.signature(fn).parameters) - set(fixed)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ConfigError(
-            f"track: unknown keys {unknown} for {fn.__name__}; known: {sorted(accepted)}"
-        )
-    return fn(**fixed, **params)
+@dataclass(frozen=True)
+class TrackSettings:
+    """conf/track: the tracking mode and its options, checked once when a stage starts (a typo
+    in a key is a one-line error naming it, not a TypeError deep in a run)."""
+
+    mode: str
+    options: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, node: Mapping | None) -> TrackSettings:
+        params = dict(node or {})
+        mode = params.pop("mode", None)
+        if mode not in TRACKERS:
+            raise ConfigError(f"track.mode must be one of {sorted(TRACKERS)}; got {mode!r}")
+        accepted = set(inspect.signature(TRACKERS[mode]).parameters) - _GIVEN
+        unknown = sorted(set(params) - accepted)
+        if unknown:
+            raise ConfigError(
+                f"track: unknown keys {unknown} for mode {mode}; known: {sorted(accepted)}"
+            )
+        return cls(mode, params)
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, **self.options}
 
 
 def track_aoi(
-    cfg_track: Mapping,
-    probs: np.ndarray,
-    valids: np.ndarray | None,
-    threshold: float,
-    post: Mapping | None = None,
-    min_area: float = 0.0,
+    track: TrackSettings,
+    probs: Sequence[np.ndarray] | np.ndarray,
+    valids: Sequence[np.ndarray] | np.ndarray | None,
+    footprint: FootprintSettings,
 ) -> TrackedMonths:
-    """Buildings with ids of one AOI from its (T, H, W) monthly probabilities, as `cfg_track`
-    (conf/track/*.yaml) says. none/match threshold each month at `threshold` with `post` and
-    `min_area` exactly as evaluate does; aggregate uses its own thresholds (see track_aggregate)
-    and `min_area` unless the track config sets one."""
-    params = dict(cfg_track)
-    mode = params.pop("mode", None)
-    if mode == "aggregate":
-        if params.get("min_area") is None:
-            params["min_area"] = min_area
-        return _call(track_aggregate, params, probs=probs, valids=valids, post=post)
-    trackers = {"none": track_none, "match": track_match}
-    if mode not in trackers:
-        raise ConfigError(f"track.mode must be one of none, match, aggregate; got {mode!r}")
+    """Buildings with ids of one AOI from its monthly probabilities (months in date order), as
+    evaluate scores them, chooses their threshold with, and predict writes them: none/match cut
+    each month with `footprint`, aggregate cuts the temporal mean map with it."""
+    probs = np.stack([np.asarray(p, np.float32) for p in probs])
+    valids = None if valids is None else np.stack([np.asarray(v, bool) for v in valids])
+    if track.mode == "aggregate":
+        return track_aggregate(probs, valids, footprint, **track.options)
     month_polygons = [
-        extract_buildings(
-            prob, None if valids is None else valids[t], threshold, post, min_area
-        ).polygons
+        cut_footprints(prob, None if valids is None else valids[t], footprint).polygons
         for t, prob in enumerate(probs)
     ]
-    return _call(trackers[mode], params, month_polygons=month_polygons)
+    return TRACKERS[track.mode](month_polygons, **track.options)
 
 
 def month_masks(

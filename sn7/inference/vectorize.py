@@ -24,12 +24,6 @@ class Components:
     polygons: list[BaseGeometry]  # pixel coordinates, one per kept component
     ids: np.ndarray  # component id of each polygon
 
-    def mean_of(self, values: np.ndarray) -> np.ndarray:
-        """Mean of `values` (H, W) over each kept component (e.g. its mean probability)."""
-        if len(self.ids) == 0:
-            return np.zeros(0, np.float32)
-        return np.asarray(ndimage.mean(values, self.labels, self.ids), np.float32)
-
 
 def vectorize(mask: np.ndarray, min_area: float = 0.0) -> Components:
     """Polygons of the True regions of `mask`, dropping those under `min_area` pixels."""
@@ -58,3 +52,16 @@ def vectorize_labels(labels: np.ndarray, min_area: float = 0.0) -> Components:
     if min_area > 0:
         labels[~np.isin(labels, kept)] = 0
     return Components(labels, polygons, kept)
+
+
+def mean_inside(polygons: list[BaseGeometry], values: np.ndarray) -> np.ndarray:
+    """Mean of `values` (H, W) inside each pixel-space polygon (e.g. a footprint's mean
+    probability), by the pixel-centre rule that gives a mask back from these polygons."""
+    if not polygons:
+        return np.zeros(0, np.float32)
+    labels = features.rasterize(
+        [(p, i + 1) for i, p in enumerate(polygons)], out_shape=values.shape,
+        transform=Affine.identity(), dtype="int32",
+    )  # fmt: skip
+    means = ndimage.mean(values, labels, np.arange(1, len(polygons) + 1))
+    return np.nan_to_num(np.asarray(means, np.float32))

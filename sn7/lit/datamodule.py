@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from sn7.checks import check_training_data
 from sn7.data.datasets import GridCropDataset, RandomCropDataset
 from sn7.data.input_spec import InputSpec
-from sn7.data.prepared import load_prepared, prepare
+from sn7.data.prepared import ensure_prepared, load_prepared
 from sn7.data.transforms import build_augment
 from sn7.errors import ConfigError
 from sn7.utils.config import to_container
@@ -36,7 +36,7 @@ class SN7DataModule(pl.LightningDataModule):
         self.val_set: GridCropDataset | None = None
 
     def prepare_data(self) -> None:
-        prepare(self.cfg)  # cheap when the cache is fresh; runs on one process under DDP
+        ensure_prepared(self.cfg, quiet=False)  # reads fresh artifacts; one process under DDP
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -29,11 +29,6 @@ class BuildingCounts:
     fp_sn7: int = 0
     fn_sn7: int = 0
 
-    @property
-    def matched_iou_0_25(self) -> int:
-        """The older name of tp_sn7 (metrics.json and reports written before it still use it)."""
-        return self.tp_sn7
-
     def __iadd__(self, other: BuildingCounts) -> BuildingCounts:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
@@ -45,7 +40,6 @@ class BuildingCounts:
         sn7 = scores(self.tp_sn7, self.fp_sn7, self.fn_sn7)
         return {
             **asdict(self),
-            "matched_iou_0_25": self.matched_iou_0_25,
             **{k: spacenet[k] for k in ("precision", "recall", "f1")},
             **{f"{k}_sn7": sn7[k] for k in ("precision", "recall", "f1")},
         }

@@ -59,8 +59,22 @@ def header_section(m: dict) -> str:
             f"- reported on: {_where(m['reported_on'])}; {held}",
             f"- thresholds chosen on: {_where(m['selected_on'])}: pixel "
             f"{m['thresholds']['pixel']:.2f}, building {m['thresholds']['building']:.2f}",
-            f"- tracking: `track={m['track'].get('mode')}`; {m['seconds_per_tile']:.1f} s per tile",
+            f"- buildings: {footprints_text(m)}; {m['seconds_per_tile']:.1f} s per tile",
         ]
+    )
+
+
+def footprints_text(m: dict) -> str:
+    """The settings the reported footprints were cut and tracked with (metrics.json's
+    `footprints` and `track`), in one line."""
+    fp, track = m["footprints"], dict(m["track"])
+    mode = track.pop("mode")
+    on = "the temporal mean map" if mode == "aggregate" else "each month"
+    post = ", ".join(f"{k}={v}" for k, v in fp["post"].items())
+    options = ", ".join(f"{k}={v}" for k, v in track.items())
+    return (
+        f"`track={mode}`{f' ({options})' if options else ''}, footprints cut from {on} at "
+        f"threshold {fp['threshold']:.2f}, post ({post}), min_area {fp['min_area']:g} px"
     )
 
 
@@ -85,7 +99,11 @@ def buildings_section(m: dict) -> str | None:
         return None
     rows = [
         ["SN7: IoU > 0.25, optimal one-to-one", b["threshold"], *[b[k] for k in _SN7_KEYS]],
-        ["SpaceNet: IoU >= 0.5", b["threshold"], *[b[k] for k in _BUILDING_KEYS]],
+        [
+            f"SpaceNet: IoU >= {b.get('iou_match', 0.5):g}",
+            b["threshold"],
+            *[b[k] for k in _BUILDING_KEYS],
+        ],
     ]
     title = f"Buildings (tracked footprints, predictions >= {b['min_area']} px)"
     return _section(title, _table(_BUILDING_COLUMNS, rows))
@@ -195,7 +213,7 @@ def print_summary(m: dict, out_dir: Path) -> None:
         f"[bold]{m['split']}[/bold] ({m['n_tiles']} tiles, {held}; thresholds chosen on "
         f"{m['selected_on'].get('split')}): pixel IoU {head['iou']:.4f} "
         f"P {head['precision']:.4f} R {head['recall']:.4f} @ {head['threshold']:.2f} | "
-        f"building F1 {b['f1_sn7']:.4f} (IoU>0.25) {b['f1']:.4f} (IoU>=0.5)"
+        f"building F1 {b['f1_sn7']:.4f} (IoU>0.25) {b['f1']:.4f} (IoU>={b.get('iou_match', 0.5):g})"
         + (
             f" | SCOT {scot['scot']:.4f} (tracking {scot['track_score']:.4f}, change "
             f"{scot['change_score']:.4f}, track={m['track'].get('mode')})"

@@ -3,12 +3,12 @@ evaluate and predict pass to it as keyword arguments."""
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import pytest
 from scipy import ndimage
 
+from sn7.errors import ConfigError
+from sn7.inference.footprints import PostSettings
 from sn7.inference.postprocess import clean_mask
 
 
@@ -124,22 +124,24 @@ def test_opening_runs_before_fill_holes():
     assert out[2, 2] and out[8, 2]  # the thick walls stay
 
 
-def test_post_config_keys_are_clean_mask_arguments(compose_config):
-    params = inspect.signature(clean_mask).parameters
+def test_post_config_is_the_post_settings(compose_config):
+    """conf/post composes into PostSettings with the dataclass's defaults, the clean-up keys reach
+    clean_mask, and an unknown key is a one-line error naming it."""
     for name in ("evaluate", "predict"):
         post = compose_config(
             name,
             ["ckpt_path=x.ckpt", "input=x.tif"] if name == "predict" else ["ckpt_path=x.ckpt"],
         ).post
-        assert set(post) == set(params) - {"mask"}
-        for key, value in post.items():
-            assert value == params[key].default, key  # the config's defaults are the function's
+        assert PostSettings.from_config(post) == PostSettings()
     cfg = compose_config("evaluate", ["ckpt_path=x.ckpt", "post.opening=1", "post.fill_holes=true"])
     mask = np.zeros((7, 7), bool)
     mask[1:6, 1:6] = True
     mask[3, 3] = False
     np.testing.assert_array_equal(
-        clean_mask(mask, **cfg.post), clean_mask(clean_mask(mask, opening=1), fill_holes=True)
+        PostSettings.from_config(cfg.post).clean(mask),
+        clean_mask(clean_mask(mask, opening=1), fill_holes=True),
     )
-    with pytest.raises(TypeError):
-        clean_mask(mask, **{**cfg.post, "closing": 1})  # an unknown key fails loudly
+    with pytest.raises(ConfigError, match="closing"):
+        PostSettings.from_config({**cfg.post, "closing": 1})
+    with pytest.raises(ConfigError, match="seed_threshold"):
+        PostSettings.from_config({"seed_threshold": 1.5})

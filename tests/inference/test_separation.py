@@ -8,7 +8,7 @@ from scipy import ndimage
 from shapely.geometry import MultiPolygon, box
 
 from sn7.inference.separation import core_markers, separate_buildings
-from sn7.inference.vectorize import vectorize, vectorize_labels
+from sn7.inference.vectorize import mean_inside, vectorize, vectorize_labels
 
 
 def dumbbell(neck: int) -> np.ndarray:
@@ -85,7 +85,7 @@ def test_vectorize_labels_unions_a_label_in_pieces_and_drops_small_ones():
     assert list(components.ids) == [1]
     assert isinstance(components.polygons[0], MultiPolygon) and components.polygons[0].area == 8
     assert (components.labels == 2).sum() == 0 and (labels == 2).sum() == 1  # input untouched
-    means = components.mean_of(np.ones(labels.shape))
+    means = mean_inside(components.polygons, np.ones(labels.shape))
     np.testing.assert_allclose(means, [1.0])
 
 

@@ -15,9 +15,10 @@ from omegaconf import OmegaConf
 from shapely.geometry import box
 
 from sn7.errors import ConfigError
+from sn7.inference.footprints import FootprintSettings, PostSettings, cut_footprints
 from sn7.inference.tracking import (
     TrackedMonths,
-    extract_buildings,
+    TrackSettings,
     first_appearance,
     month_masks,
     temporal_mean,
@@ -31,6 +32,15 @@ from sn7.inference.vectorize import vectorize
 TRACK_CONF = Path(__file__).resolve().parents[2] / "conf" / "track"
 T, H, W = 4, 64, 64
 BG, ON = 0.05, 0.9
+
+
+def footprint(threshold: float = 0.4, min_area: float = 4.0, **post) -> FootprintSettings:
+    """The settings track_aggregate used to default to: mean-map threshold 0.4, 4 px."""
+    return FootprintSettings(threshold, PostSettings(**post), min_area)
+
+
+def aggregate(probs, valids=None, threshold: float = 0.4, min_area: float = 4.0, **options):
+    return track_aggregate(probs, valids, footprint(threshold, min_area), **options)
 
 
 def stack(*buildings) -> np.ndarray:
@@ -157,7 +167,7 @@ def test_first_appearance(scores, evidence, expected):
 
 def test_aggregate_finds_a_building_appearing_in_month_three_exactly_then():
     probs = stack((10, 10, 20, 20, range(4)), (40, 30, 50, 42, [2, 3]))  # mean 0.9 and 0.475
-    tracked = track_aggregate(probs)
+    tracked = aggregate(probs)
     assert tracked.first_seen == {1: 0, 2: 2}  # ids in order of appearance
     assert [tracked.ids(t) for t in range(4)] == [[1], [1], [1, 2], [1, 2]]
     assert same(tracked.polygons(0)[0], rect(10, 10, 20, 20))
@@ -170,7 +180,7 @@ def test_aggregate_drops_noise_of_one_month():
     probs = stack((10, 10, 20, 20, range(4)))
     probs[1, 40:50, 40:50] = 0.95
     probs[3, 30:36, 5:11] = 0.95
-    tracked = track_aggregate(probs)
+    tracked = aggregate(probs)
     assert [tracked.ids(t) for t in range(4)] == [[1]] * 4
     assert same(tracked.polygons(3)[0], rect(10, 10, 20, 20))
 
@@ -181,7 +191,7 @@ def test_aggregate_splits_touching_buildings_that_connected_components_merge():
     probs = stack((20, 10, 30, 30, range(4)))
     probs[:, 20:30, 19:21] = 0.5
     assert len(vectorize(temporal_mean(probs) >= 0.4).polygons) == 1
-    tracked = track_aggregate(probs)
+    tracked = aggregate(probs)
     left, right = sorted(tracked.polygons(0), key=lambda p: p.centroid.x)
     assert len(tracked.polygons(0)) == 2
     assert same(left.union(right), rect(20, 10, 30, 30))
@@ -197,8 +207,8 @@ def test_aggregate_reads_no_evidence_from_invalid_months():
     probs[1:, 10:20, 10:20] = 0.0
     valids = np.ones(probs.shape, bool)
     valids[1:, 10:20, 10:20] = False
-    assert track_aggregate(probs).first_seen == {}
-    tracked = track_aggregate(probs, valids)
+    assert aggregate(probs).first_seen == {}
+    tracked = aggregate(probs, valids)
     assert [tracked.ids(t) for t in range(4)] == [[1]] * 4
     assert tracked.first_seen == {1: 0}
 
@@ -211,23 +221,23 @@ def test_aggregate_carries_a_new_building_through_clouded_months():
     probs[2:, 10:20, 10:20] = 0.0
     valids = np.ones(probs.shape, bool)
     valids[2:, 10:20, 10:20] = False
-    assert track_aggregate(probs).first_seen == {}
-    tracked = track_aggregate(probs, valids)
+    assert aggregate(probs).first_seen == {}
+    tracked = aggregate(probs, valids)
     assert tracked.first_seen == {1: 1}
     assert [tracked.ids(t) for t in range(4)] == [[], [1], [1], [1]]
 
 
 def test_min_area_drops_small_footprints():
     probs = stack((10, 10, 20, 20, range(4)), (40, 40, 42, 41, range(4)))  # 2 px
-    assert len(track_aggregate(probs, min_area=4).polygons(0)) == 1
-    assert len(track_aggregate(probs, min_area=0).polygons(0)) == 2
+    assert len(aggregate(probs, min_area=4).polygons(0)) == 1
+    assert len(aggregate(probs, min_area=0).polygons(0)) == 2
 
 
 # --- dispatcher, configs, masks ---------------------------------------------------------------
 
 
-def _config(name: str):
-    return OmegaConf.load(TRACK_CONF / f"{name}.yaml")
+def _config(name: str) -> TrackSettings:
+    return TrackSettings.from_config(OmegaConf.load(TRACK_CONF / f"{name}.yaml"))
 
 
 def test_track_aoi_with_each_config():
@@ -235,43 +245,61 @@ def test_track_aoi_with_each_config():
     probs[1, 11:21, 10:20] = ON  # the old building wobbles by a pixel in month 1
     probs[1, 10, 10:20] = BG
     valids = np.ones(probs.shape, bool)
-    none = track_aoi(_config("none"), probs, valids, threshold=0.5, min_area=4)
+    at_half = footprint(0.5, 4)
+    none = track_aoi(_config("none"), probs, valids, at_half)
     assert [none.ids(t) for t in range(4)] == [[1], [1], [1, 2], [1, 2]]
     assert none.first_seen == {1: 0, 2: 2}  # by luck of the order; ids are not persistent
-    match = track_aoi(_config("match"), probs, valids, threshold=0.5, min_area=4)
+    match = track_aoi(_config("match"), probs, valids, at_half)
     assert match.first_seen == {1: 0, 2: 2}
     assert same(match.polygons(1)[0], rect(11, 10, 21, 20))
-    aggregate = track_aoi(_config("aggregate"), probs, valids, threshold=0.5, min_area=4)
+    # the mean map of a building standing 2 of 4 months is ~0.5: cut lower than a month's map
+    aggregate = track_aoi(_config("aggregate"), list(probs), list(valids), footprint(0.4, 4))
     assert aggregate.first_seen == {1: 0, 2: 2}
-    assert OmegaConf.to_container(_config("aggregate"))["min_area"] is None  # evaluate's is used
-    assert len(track_aoi(_config("aggregate"), probs, valids, 0.5, min_area=200).first_seen) == 0
+    assert len(track_aoi(_config("aggregate"), probs, valids, footprint(0.4, 200)).first_seen) == 0
 
 
-def test_track_aoi_names_bad_configs():
-    probs = stack()
+def test_aggregate_cuts_the_mean_map_at_the_building_threshold():
+    """The building threshold is the one the mean map is cut at: a building standing in the last
+    2 of 4 months averages (0.05 * 2 + 0.95 * 2) / 4 = 0.5, kept at 0.45 and lost at 0.55."""
+    probs = stack((10, 10, 20, 20, [2, 3]))
+    track = _config("aggregate")
+    assert len(track_aoi(track, probs, None, footprint(0.45)).footprints()) == 1
+    assert track_aoi(track, probs, None, footprint(0.55)).footprints() == {}
+
+
+def test_track_settings_name_bad_configs():
     with pytest.raises(ConfigError, match=r"track\.mode"):
-        track_aoi({"mode": "hungarian"}, probs, None, 0.5)
+        TrackSettings.from_config({"mode": "hungarian"})
     with pytest.raises(ConfigError, match="min_iuo"):
-        track_aoi({"mode": "match", "min_iuo": 0.3}, probs, None, 0.5)
+        TrackSettings.from_config({"mode": "match", "min_iuo": 0.3})
     with pytest.raises(ConfigError, match="treshold"):
-        track_aoi({"mode": "aggregate", "treshold": 0.3}, probs, None, 0.5)
+        TrackSettings.from_config({"mode": "aggregate", "treshold": 0.3})
+    with pytest.raises(ConfigError, match="footprint"):  # given by track_aoi, not a config key
+        TrackSettings.from_config({"mode": "aggregate", "footprint": 0.3})
 
 
-def test_extract_buildings_separates_only_when_asked():
+@pytest.mark.parametrize("name", ["none", "match", "aggregate"])
+def test_shipped_track_configs_are_valid(name):
+    settings = _config(name)
+    assert settings.mode == name
+    assert settings.as_dict() == OmegaConf.to_container(OmegaConf.load(TRACK_CONF / f"{name}.yaml"))
+
+
+def test_cut_footprints_separates_only_when_asked():
     prob = np.full((H, W), BG, np.float32)
     prob[20:30, 10:30] = ON
     prob[20:30, 19:21] = 0.5
     valid = np.ones((H, W), bool)
-    assert len(extract_buildings(prob, valid, 0.4).polygons) == 1
-    assert len(extract_buildings(prob, valid, 0.4, {"separate": True}).polygons) == 2
+    assert len(cut_footprints(prob, valid, footprint(0.4, 0)).polygons) == 1
+    assert len(cut_footprints(prob, valid, footprint(0.4, 0, separate=True)).polygons) == 2
     valid[:, 20:] = False  # invalid pixels are never building
-    only = extract_buildings(prob, valid, 0.4, {"opening": 0}).polygons
+    only = cut_footprints(prob, valid, footprint(0.4, 0)).polygons
     assert len(only) == 1 and same(only[0], rect(20, 10, 30, 20))
 
 
 def test_month_masks_rasterise_each_month():
     probs = stack((10, 10, 20, 20, range(4)), (40, 30, 50, 42, [2, 3]))
-    tracked = track_aggregate(probs)
+    tracked = aggregate(probs)
     masks = month_masks(tracked, (H, W))
     expected = probs >= 0.5
     np.testing.assert_array_equal(masks, expected)
@@ -286,7 +314,7 @@ def test_month_masks_rasterise_each_month():
 def test_suffix_max_keeps_a_late_building_that_the_mean_dilutes():
     """A building standing in the last 2 of 6 months (p 0.9, else 0.05) averages 0.33 over all
     months, below the aggregate threshold 0.4; the best final run (the last 2) averages 0.9."""
-    from sn7.inference.tracking import suffix_max_mean, temporal_mean, track_aggregate
+    from sn7.inference.tracking import suffix_max_mean, temporal_mean
 
     probs = np.full((6, 32, 32), 0.05, np.float32)
     probs[4:, 10:18, 10:18] = 0.9
@@ -296,8 +324,8 @@ def test_suffix_max_keeps_a_late_building_that_the_mean_dilutes():
     assert best[12, 12] == pytest.approx(0.9)
     assert best[26, 4] == pytest.approx((0.05 + 0.9) / 2)  # the blip's best run: 0.475
     assert best[0, 0] == pytest.approx(0.05)
-    assert track_aggregate(probs).footprints() == {}  # the mean map loses it
-    tracked = track_aggregate(probs, temporal="suffix_max", threshold=0.5)
+    assert aggregate(probs).footprints() == {}  # the mean map loses it
+    tracked = aggregate(probs, temporal="suffix_max", threshold=0.5)
     assert len(tracked.footprints()) == 1  # the blip (0.475) stays under 0.5
     (building,) = tracked.footprints()
     assert tracked.first_seen[building] == 4

@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from rasterio import features
 from scipy import ndimage
 
-from sn7.inference.vectorize import vectorize
+from sn7.inference.vectorize import mean_inside, vectorize
 
 
 def rasterize(polygons, shape) -> np.ndarray:
@@ -73,7 +73,8 @@ def test_min_area_drops_small_components_from_polygons_and_labels():
     assert kept.sum() == 13
     assert not kept[0, 0] and not kept[3, 0:3].any()
     np.testing.assert_array_equal(np.unique(components.labels[kept]), np.sort(components.ids))
-    means = dict(zip([p.area for p in components.polygons], components.mean_of(probs), strict=True))
+    areas = [p.area for p in components.polygons]
+    means = dict(zip(areas, mean_inside(components.polygons, probs), strict=True))
     assert means[4] == pytest.approx(0.75)
     assert means[9] == pytest.approx(0.5)
 
@@ -84,5 +85,5 @@ def test_min_area_drops_small_components_from_polygons_and_labels():
 def test_empty_mask():
     components = vectorize(np.zeros((8, 8), bool), min_area=4)
     assert components.polygons == []
-    assert components.mean_of(np.ones((8, 8))).shape == (0,)
+    assert mean_inside(components.polygons, np.ones((8, 8))).shape == (0,)
     assert not components.labels.any()

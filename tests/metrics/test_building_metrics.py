@@ -20,7 +20,6 @@ def counts(preds, truths, iou_match=0.5) -> tuple[int, int, int, int]:
     """(tp, fp, fn) at iou_match and tp at the SN7 rule."""
     c = match_buildings(preds, truths, iou_match)
     assert (c.fp_sn7, c.fn_sn7) == (len(preds) - c.tp_sn7, len(truths) - c.tp_sn7)
-    assert c.matched_iou_0_25 == c.tp_sn7
     return c.tp, c.fp, c.fn, c.tp_sn7
 
 
@@ -105,7 +104,6 @@ def test_empty_truth_or_prediction(n_preds, n_truths, expected):
     assert {f"{k}_sn7": result[f"{k}_sn7"] for k in expected} == {
         f"{k}_sn7": v for k, v in expected.items()
     }
-    assert result["matched_iou_0_25"] == 0
 
 
 def test_counts_add_up_over_tiles():
@@ -117,14 +115,12 @@ def test_counts_add_up_over_tiles():
     assert set(d) == {
         *("tp", "fp", "fn", "precision", "recall", "f1"),
         *("tp_sn7", "fp_sn7", "fn_sn7", "precision_sn7", "recall_sn7", "f1_sn7"),
-        "matched_iou_0_25",  # = tp_sn7, the key metrics.json had before
     }
     assert d["precision"] == pytest.approx(4 / 5)
     assert d["recall"] == pytest.approx(4 / 7)
     assert d["f1"] == pytest.approx(8 / 12)
     assert (d["precision_sn7"], d["recall_sn7"]) == (1.0, pytest.approx(5 / 7))
     assert d["f1_sn7"] == pytest.approx(10 / 12)  # 2*5 / (2*5 + 0 + 2)
-    assert d["matched_iou_0_25"] == 5
 
 
 def _brute_force(preds, truths, min_iou, strict):
@@ -150,6 +146,6 @@ def test_spatial_index_matching_equals_brute_force():
             preds.append(box(x + dx, y + dy, x + dx + 8 * grow, y + dy + 8 * grow))
     result = match_buildings(preds, truths)
     assert result.tp == _brute_force(preds, truths, 0.5, strict=False)
-    assert result.matched_iou_0_25 == _brute_force(preds, truths, 0.25, strict=True)
+    assert result.tp_sn7 == _brute_force(preds, truths, 0.25, strict=True)
     assert (result.fp, result.fn) == (len(preds) - result.tp, len(truths) - result.tp)
-    assert 0 < result.tp < result.matched_iou_0_25  # the random cases cover both rules
+    assert 0 < result.tp < result.tp_sn7  # the random cases cover both rules

@@ -61,11 +61,16 @@ METRICS = {
     "selected_on": SELECTED,
     "reported_on": REPORTED,
     "held_out": True,
-    "track": {"mode": "match"},
+    "track": {"mode": "match", "min_iou": 0.25, "max_missing": 3},
+    "footprints": {
+        "threshold": 0.5,
+        "post": {"opening": 0, "fill_holes": False, "separate": True},
+        "min_area": 8.0,
+    },
     "thresholds": {"pixel": 0.4, "building": 0.5},
     "pixel": {"headline": SWEEP[0], "oracle": SWEEP[1], "sweep": SWEEP},
     "tracked_mask": {"iou": 0.45, "precision": 0.5, "recall": 0.8, "f1": 0.62},
-    "building": {"min_area": 8, **_buildings(0.5, 30, 10, 20, 35, 5, 15)},
+    "building": {"min_area": 8, "iou_match": 0.5, **_buildings(0.5, 30, 10, 20, 35, 5, 15)},
     "scot": {
         "scot": 0.2,
         "track_score": 0.4,

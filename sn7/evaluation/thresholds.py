@@ -2,9 +2,10 @@
 
 evaluate chooses the pixel and building thresholds on the selection split (never the split it
 reports) and stores them beside the checkpoint in `<ckpt>.thresholds.json`, with the checkpoint's
-hash, the split's AOIs and months and the post-processing they were chosen with. predict's
-`threshold=auto` accepts them only when all of that still holds, so a number can never silently
-come from another checkpoint, another split or other post-processing.
+hash, the split's AOIs and months, and the footprint settings the building threshold was chosen
+with (post-processing, min_area, tracking: the building threshold cuts the tracker's footprints).
+predict's `threshold=auto` accepts them only when all of that still holds, so a number can never
+silently come from another checkpoint, another split or other footprint settings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from sn7.errors import CheckpointError
 from sn7.utils.atomic import write_json_atomic
 
-FORMAT = "sn7-thresholds/1"
+FORMAT = "sn7-thresholds/2"  # /2: the building threshold is the tracker's, `track` recorded
 
 
 def thresholds_path(ckpt: str | Path) -> Path:
@@ -48,6 +49,7 @@ class SelectedThresholds:
     post: dict  # post-processing the building threshold was chosen with
     min_area: float
     checkpoint_sha256: str
+    track: dict | None = None  # the tracker whose footprints the building threshold cuts
     pixel_iou: float | None = None  # on the selection split, for the record
     building_f1: float | None = None
     pixel_grid: list[float] | None = None  # the candidates each threshold was chosen among
@@ -56,7 +58,7 @@ class SelectedThresholds:
     created: str = ""
 
     def settings(self) -> dict:
-        return {"post": dict(self.post), "min_area": float(self.min_area)}
+        return {"post": dict(self.post), "min_area": float(self.min_area), "track": self.track}
 
     def save(self, ckpt: str | Path) -> Path:
         self.created = self.created or time.strftime("%Y-%m-%d %H:%M:%S")
@@ -75,14 +77,15 @@ def mismatch(
     sha256: str,
     post: dict,
     min_area: float,
+    track: dict,
     grids: tuple[list[float], list[float]] | None = None,
 ) -> str | None:
-    """Why stored thresholds do not apply to this checkpoint and these settings (None: they do).
-    `grids` (pixel, building candidates) are compared when given: evaluate asks for its grids,
-    predict has none and takes what was chosen."""
+    """Why stored thresholds do not apply to this checkpoint and these footprint settings (None:
+    they do). `grids` (pixel, building candidates) are compared when given: evaluate asks for its
+    grids, predict has none and takes what was chosen."""
     if stored.checkpoint_sha256 != sha256:
         return "they were chosen for a different checkpoint file (hash differs)"
-    wanted = {"post": dict(post), "min_area": float(min_area)}
+    wanted = {"post": dict(post), "min_area": float(min_area), "track": dict(track)}
     if stored.settings() != wanted:
         return f"they were chosen with {stored.settings()}, not {wanted}"
     if grids is not None:
@@ -109,7 +112,7 @@ def read_selected(ckpt: str | Path) -> SelectedThresholds | None:
     try:
         raw = json.loads(path.read_text())
         if raw.get("format") != FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}, expected {FORMAT!r}")
+            raise ValueError(f"format {raw.get('format')!r} of an older sn7, expected {FORMAT!r}")
         return SelectedThresholds(**raw)
     except (ValueError, TypeError, AttributeError) as exc:
         raise CheckpointError(

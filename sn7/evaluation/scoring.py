@@ -1,11 +1,12 @@
 """Scoring a split of full tiles, one AOI at a time, in bounded memory.
 
 Tiles are predicted by the sliding window and scored as they come: per-tile pixel counts for a whole
-threshold grid, building matches, and SCOT's id bookkeeping. Only the months of the AOI being scored
-are held (tracking needs them all), so memory does not grow with the number of tiles. The same pass
-serves the selection split (sweeps to choose thresholds on) and the report split (tracked
-footprints at the chosen settings, SCOT, per-tile table); callbacks let the caller draw pictures
-without this module knowing about them.
+threshold grid, then, once an AOI's months are all in, its tracked footprints (sn7.inference.
+tracking.track_aoi, the function predict writes buildings with) at each candidate building
+threshold: building matches, SCOT's id bookkeeping and the footprints' pixel counts. Only the months
+of the AOI being scored are held, so memory does not grow with the number of tiles. The same pass
+serves the selection split (every candidate threshold, to choose one) and the report split (the
+chosen one); callbacks let the caller draw pictures without this module knowing about them.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from sn7.constants import BUILDING, IGNORE
+from sn7.constants import IGNORE
 from sn7.data.footprints import load_footprints
 from sn7.data.layout import ImageFiles, id_labels
 from sn7.data.raster_io import RasterInfo, read_png
-from sn7.inference.postprocess import clean_mask
+from sn7.inference.footprints import FootprintSettings
 from sn7.inference.tiles import TileInput, read_tile
-from sn7.inference.tracking import month_masks, track_aoi
+from sn7.inference.tracking import TrackedMonths, TrackSettings, month_masks, track_aoi
 from sn7.inference.vectorize import vectorize
 from sn7.metrics.buildings import BuildingCounts, match_buildings
+from sn7.metrics.matching import SPACENET_IOU
 from sn7.metrics.pixel import tile_counts
 from sn7.metrics.scot import ScotAccumulator, ScotResult
 
@@ -48,31 +50,39 @@ class MonthScore:
     prob: np.ndarray
     mask: np.ndarray  # cached truth raster: 0, 1, IGNORE
     pixel_counts: np.ndarray  # (T, 4) on the threshold grid
-    buildings: BuildingCounts | None = None  # tracked footprints vs truth (report pass)
-    tracked_counts: np.ndarray | None = None  # (4,) pixel counts of the tracked footprint mask
+    # per candidate building threshold: tracked footprints vs truth, and their pixel counts (4,)
+    buildings: dict[float, BuildingCounts] = field(default_factory=dict)
+    tracked_counts: dict[float, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class TrackedScore:
+    """The tracked footprints of a split at one building threshold, summed over AOIs."""
+
+    buildings: BuildingCounts = field(default_factory=BuildingCounts)
+    tracked_counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    scot: dict[str, ScotResult] = field(default_factory=dict)
 
 
 @dataclass
 class SplitScore:
     thresholds: list[float]
     pixel_counts: np.ndarray  # (T, 4) summed over tiles
-    building_sweep: dict[float, BuildingCounts] = field(default_factory=dict)
-    buildings: BuildingCounts = field(default_factory=BuildingCounts)
-    tracked_counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
-    scot: dict[str, ScotResult] = field(default_factory=dict)
+    tracked: dict[float, TrackedScore] = field(default_factory=dict)  # per building threshold
     no_ids: list[str] = field(default_factory=list)  # AOIs whose labels carry no persistent ids
     n_tiles: int = 0
     seconds: float = 0.0
 
 
-@dataclass
-class ReportSettings:
-    """How the report pass turns probabilities into tracked footprints."""
+@dataclass(frozen=True)
+class FootprintSweep:
+    """The tracked footprints to score: `track` over each AOI's months, cut with `footprint` at
+    each of `thresholds` (the selection pass: every candidate; the report pass: the chosen one)."""
 
-    track: Mapping  # conf/track/<mode>.yaml
-    building_threshold: float
-    post: Mapping
-    min_area: float
+    track: TrackSettings
+    footprint: FootprintSettings
+    thresholds: tuple[float, ...]
+    iou_match: float = SPACENET_IOU  # the SpaceNet building rule beside SN7's IoU > 0.25
 
 
 def truth_of(files: ImageFiles, info: RasterInfo, min_area: float) -> Truth:
@@ -135,11 +145,6 @@ def scored_buildings(
     return preds, pred_ids, Truth(kept, None if truth.ids is None else kept_ids)
 
 
-def month_footprints(prob, valid, threshold: float, post: Mapping, min_area: float) -> list:
-    """Footprints of one month on its own (no tracking): threshold, clean, vectorise."""
-    return vectorize(clean_mask((prob >= threshold) & valid, **post), min_area).polygons
-
-
 def score_split(
     rows: pd.DataFrame,
     files: Mapping[str, ImageFiles],
@@ -147,23 +152,19 @@ def score_split(
     predictor: Callable[[np.ndarray], np.ndarray],
     thresholds: Sequence[float],
     *,
+    footprints: FootprintSweep | None = None,
     min_truth_area: float = 0.0,
-    sweep_buildings: Sequence[float] = (),
-    sweep_post: Mapping | None = None,
-    sweep_min_area: float = 4.0,
-    report: ReportSettings | None = None,
     on_month: Callable[[MonthScore], None] | None = None,
-    on_aoi: Callable[[str, list[MonthScore], object, list[Truth]], None] | None = None,
+    on_aoi: Callable[[str, list[MonthScore], dict[float, TrackedMonths], list[Truth]], None]
+    | None = None,
     on_tile_done: Callable[[], None] | None = None,
 ) -> SplitScore:
-    """Score `rows` (manifest rows) AOI by AOI, months in date order.
-
-    `sweep_buildings`: building thresholds to sweep with per-month footprints (the selection
-    pass). `report`: track and score footprints at the chosen settings (the report pass).
-    """
+    """Score `rows` (manifest rows) AOI by AOI, months in date order: pixel counts on the
+    `thresholds` grid, and the tracked `footprints` when given."""
     thresholds = list(thresholds)
     score = SplitScore(thresholds, np.zeros((len(thresholds), 4), np.int64))
-    score.building_sweep = {float(t): BuildingCounts() for t in sweep_buildings}
+    if footprints is not None:
+        score.tracked = {float(t): TrackedScore() for t in footprints.thresholds}
     start = time.perf_counter()
     for aoi, group in rows.sort_values(["aoi", "date", "stem"]).groupby("aoi", sort=True):
         months, truths = [], []
@@ -173,57 +174,60 @@ def score_split(
             mask = read_png(row.mask)
             month = MonthScore(row, tile, prob, mask, tile_counts(prob, mask, thresholds))
             score.pixel_counts += month.pixel_counts
-            truth = truth_of(files[row.stem], tile.info, min_truth_area)
-            ignored = ignored_area(mask) if truth.geoms and score.building_sweep else None
-            for t, total in score.building_sweep.items():
-                preds = month_footprints(prob, mask != IGNORE, t, sweep_post or {}, sweep_min_area)
-                pred, _, kept = scored_buildings(preds, truth, mask, ignored=ignored)
-                total += match_buildings(pred, kept.geoms)
             months.append(month)
-            truths.append(truth)
+            truths.append(truth_of(files[row.stem], tile.info, min_truth_area))
             if on_tile_done:
                 on_tile_done()
         score.n_tiles += len(months)
-        tracked = None
-        if report is not None:
-            tracked = _score_tracked(aoi, months, truths, report, score)
+        tracked = {}
+        if footprints is not None:
+            tracked = _score_tracked(aoi, months, truths, footprints, score)
         for month in months:
             if on_month:
                 on_month(month)
         if on_aoi:
             on_aoi(aoi, months, tracked, truths)
-        del months, truths  # the next AOI starts from an empty buffer
+        del months, truths, tracked  # the next AOI starts from an empty buffer
     score.seconds = time.perf_counter() - start
     return score
 
 
 def _score_tracked(
-    aoi: str, months: list[MonthScore], truths: list[Truth], report: ReportSettings, score
-) -> object:
-    """Track the AOI's footprints and score them month by month (buildings, SCOT, tracked mask)."""
-    probs = np.stack([m.prob for m in months])
-    valids = np.stack([m.mask != IGNORE for m in months])
-    tracked = track_aoi(
-        report.track, probs, valids, report.building_threshold, report.post, report.min_area
-    )
-    masks = month_masks(tracked, probs.shape[1:], valids)
-    del probs
+    aoi: str,
+    months: list[MonthScore],
+    truths: list[Truth],
+    sweep: FootprintSweep,
+    score: SplitScore,
+) -> dict[float, TrackedMonths]:
+    """Track the AOI's footprints at every threshold of the sweep and score them month by month
+    (buildings at both rules, SCOT, the footprints as a pixel mask)."""
+    valids = [m.mask != IGNORE for m in months]
+    ignored = [
+        ignored_area(m.mask) if t.geoms else None for m, t in zip(months, truths, strict=True)
+    ]
     has_ids = all(t.ids is not None for t in truths)
-    scot = ScotAccumulator() if has_ids and len(months) >= 2 else None
     if not has_ids:
         score.no_ids.append(aoi)
-    for i, (month, truth) in enumerate(zip(months, truths, strict=True)):
-        ids, geoms = tracked.ids(i), tracked.polygons(i)
-        preds, pred_ids, kept = scored_buildings(geoms, truth, month.mask, ids)
-        month.buildings = match_buildings(preds, kept.geoms)
-        score.buildings += month.buildings
+    out = {}
+    for threshold, total in score.tracked.items():
+        tracked = track_aoi(
+            sweep.track, [m.prob for m in months], valids, sweep.footprint.at(threshold)
+        )
+        masks = month_masks(tracked, months[0].prob.shape, np.stack(valids))
+        scot = ScotAccumulator() if has_ids and len(months) >= 2 else None
+        for i, (month, truth) in enumerate(zip(months, truths, strict=True)):
+            preds, pred_ids, kept = scored_buildings(
+                tracked.polygons(i), truth, month.mask, tracked.ids(i), ignored=ignored[i]
+            )
+            counts = match_buildings(preds, kept.geoms, sweep.iou_match)
+            month.buildings[threshold] = counts
+            total.buildings += counts
+            if scot is not None:
+                scot.add_month(kept.ids, kept.geoms, pred_ids, preds)
+            pixels = tile_counts(masks[i].astype(np.float32), month.mask, [0.5])[0]
+            month.tracked_counts[threshold] = pixels
+            total.tracked_counts += pixels
         if scot is not None:
-            scot.add_month(kept.ids, kept.geoms, pred_ids, preds)
-        valid = month.mask != IGNORE
-        pred, true = masks[i].astype(bool) & valid, (month.mask == BUILDING) & valid
-        tp, fp, fn = int((pred & true).sum()), int((pred & ~true).sum()), int((~pred & true).sum())
-        month.tracked_counts = np.array([tp, fp, fn, int(valid.sum()) - tp - fp - fn], np.int64)
-        score.tracked_counts += month.tracked_counts
-    if scot is not None:
-        score.scot[aoi] = scot.result()
-    return tracked
+            total.scot[aoi] = scot.result()
+        out[threshold] = tracked
+    return out

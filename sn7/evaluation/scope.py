@@ -16,11 +16,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from sn7.checks import check_data
 from sn7.data.layout import discover_images
-from sn7.data.prepared import Prepared, prepare
+from sn7.data.prepared import Prepared, ensure_prepared
 from sn7.data.split import describe
 from sn7.errors import ConfigError
+from sn7.evaluation.thresholds import SelectedThresholds
 from sn7.inference.checkpoint import LoadedModel
-from sn7.inference.thresholds import SelectedThresholds
 from sn7.utils.config import to_container
 
 GROUPS = ("data", "split", "subset")
@@ -103,7 +103,7 @@ def report_scope(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> Scope
     split = cfg.eval.split if ("eval.split" in given or not foreign) else "all"
     prep_cfg = data_config(cfg, loaded, given)
     check_data(prep_cfg.data)
-    prepared = prepare(prep_cfg, quiet=True)
+    prepared = ensure_prepared(prep_cfg)
     scope = Scope(prep_cfg, prepared, split, foreign)
     if scope.rows().empty:
         hint = " (too few AOIs for a report split: try eval.split=all)" if split == "test" else ""
@@ -121,7 +121,7 @@ def selection_scope(cfg: DictConfig, loaded: LoadedModel, given: set[str]) -> Sc
             loaded.path,
         )
     check_data(prep_cfg.data)
-    scope = Scope(prep_cfg, prepare(prep_cfg, quiet=True), "val", foreign=False)
+    scope = Scope(prep_cfg, ensure_prepared(prep_cfg), "val", foreign=False)
     if scope.rows().empty:
         raise ConfigError(
             "the checkpoint's split has no selection (val) images to choose thresholds on; give "
@@ -147,5 +147,5 @@ def held_out(
     own = selection_config(cfg, loaded, given)
     if not Path(own.data.root).exists():
         return not (reported & selected_aois)  # training AOIs unknown here: names checked only
-    split = prepare(own, quiet=True).split
+    split = ensure_prepared(own).split
     return not (reported & (selected_aois | set(split.loc[split["split"] != "test", "aoi"])))
