@@ -200,8 +200,10 @@ def _score_tracked(
     score: SplitScore,
 ) -> dict[float, TrackedMonths]:
     """Track the AOI's footprints at every threshold of the sweep and score them month by month
-    (buildings at both rules, SCOT, the footprints as a pixel mask)."""
-    valids = [m.mask != IGNORE for m in months]
+    (buildings at both rules, SCOT, the footprints as a pixel mask). The tracker sees what predict
+    sees, the image's valid pixels (alpha); the truth's ignored area (alpha = 0, UDM clouds) only
+    decides what is scored."""
+    valids = [m.tile.valid for m in months]
     ignored = [
         ignored_area(m.mask) if t.geoms else None for m, t in zip(months, truths, strict=True)
     ]

@@ -251,6 +251,14 @@ TRACKERS: dict[str, Callable] = {
     "aggregate": track_aggregate,
 }
 _GIVEN = {"month_polygons", "probs", "valids", "footprint"}  # passed by track_aoi, not the config
+_RANGES = {
+    "presence_threshold": (0.0, 1.0),
+    "min_valid": (0.0, 1.0),
+    "min_jump": (0.0, 1.0),
+    "min_iou": (0.0, 1.0),
+    "min_run": (1, float("inf")),
+    "max_missing": (0, float("inf")),
+}
 
 
 @dataclass(frozen=True)
@@ -273,6 +281,11 @@ class TrackSettings:
             raise ConfigError(
                 f"track: unknown keys {unknown} for mode {mode}; known: {sorted(accepted)}"
             )
+        for key, (low, high) in _RANGES.items():
+            if params.get(key) is not None and not low <= float(params[key]) <= high:
+                raise ConfigError(f"track.{key}={params[key]} must be in [{low}, {high}]")
+        if params.get("temporal", "mean") not in ("mean", "suffix_max"):
+            raise ConfigError(f"track.temporal={params['temporal']!r} must be mean or suffix_max")
         return cls(mode, params)
 
     def as_dict(self) -> dict:

@@ -1,0 +1,179 @@
+"""One footprint path: the footprints evaluate scores, the ones its building threshold is chosen
+with, the ones predict writes and the settings metrics.md prints are the same; options of the
+eval/post/track config groups reach the numbers; a stage after prepare does not redo its work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import shapely
+from hydra import compose, initialize_config_dir
+
+import sn7.data.prepared
+import sn7.evaluation.scoring
+from sn7.errors import ConfigError
+from sn7.evaluate import evaluate
+from sn7.evaluation.thresholds import read_selected
+from sn7.predict import predict
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["trainer.precision=32-true", "infer.window=48", "infer.overlap=16", "eval.gallery=0"]
+
+
+def _compose(name: str, overrides) -> object:
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(name, list(overrides))
+
+
+def run_evaluate(ckpt: Path, root, tmp: Path, *overrides: str) -> dict:
+    given = [f"ckpt_path={ckpt}", f"data.root={root}", f"data.work_dir={tmp / 'work'}",
+             f"paths.run_dir={tmp / 'eval'}", "eval.split=all", *FAST, *overrides]  # fmt: skip
+    keys = {o.split("=", 1)[0] for o in given}
+    return evaluate(_compose("evaluate", given), given=keys)
+
+
+@pytest.fixture
+def soft(tmp_path, stub_checkpoint) -> Path:
+    """A stub whose building probabilities spread over about [0.83, 0.98]: thresholds matter."""
+    return stub_checkpoint(tmp_path / "soft.ckpt", gain=10.0)
+
+
+class TrackSpy:
+    """Records every tracked AOI that evaluate scores: (footprint settings, tracked months)."""
+
+    def __init__(self, monkeypatch):
+        self.calls = []
+        real = sn7.evaluation.scoring.track_aoi
+
+        def spy(track, probs, valids, footprint):
+            tracked = real(track, probs, valids, footprint)
+            self.calls.append((track, footprint, tracked))
+            return tracked
+
+        monkeypatch.setattr(sn7.evaluation.scoring, "track_aoi", spy)
+
+
+def shapes(polygons) -> list[str]:
+    return sorted(shapely.normalize(p).wkt for p in polygons)
+
+
+@pytest.mark.parametrize(
+    ("mode", "separate"), [("aggregate", "false"), ("aggregate", "true"), ("match", "true")]
+)
+def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
+    tmp_path, soft, synthetic_root, monkeypatch, mode, separate
+):
+    """track=aggregate with the building threshold chosen on the selection split: the tracked
+    footprints evaluate scores are, month by month and id by id, the ones predict writes with
+    threshold=auto; both use the stored building threshold, which metrics.json/md print. With
+    post.separate=true too (it used to fail in evaluate and predict)."""
+    options = [f"track={mode}", f"post.separate={separate}"]
+    # building candidates that cut into the stub's buildings (p ~0.83-0.98 in a month; ~0.6-0.75
+    # in the mean map, one month of four being empty), unlike the pixel threshold: footprints cut
+    # at the wrong one would differ
+    grid = [0.66, 0.7] if mode == "aggregate" else [0.88, 0.92]
+    candidates = f"eval.building_thresholds=[{grid[0]},{grid[1]}]"
+    run_evaluate(soft, synthetic_root.root, tmp_path, *options, candidates)  # chooses, stores
+    stored = read_selected(soft)
+    assert stored.building in grid and stored.pixel < 0.6
+    assert stored.track["mode"] == mode and stored.post["separate"] is (separate == "true")
+    spy = TrackSpy(monkeypatch)
+    m = run_evaluate(soft, synthetic_root.root, tmp_path, *options, candidates)  # report only
+    assert {fp.threshold for _, fp, _ in spy.calls} == {stored.building}
+    assert m["footprints"]["threshold"] == m["thresholds"]["building"] == stored.building
+    assert m["footprints"]["post"]["separate"] is (separate == "true")
+    text = (tmp_path / "eval" / "metrics.md").read_text()
+    cut_from = "the temporal mean map" if mode == "aggregate" else "each month"
+    assert f"footprints cut from {cut_from} at threshold {stored.building:.2f}" in text
+
+    aoi = synthetic_root.aois[0]
+    scored = spy.calls[0][2]  # AOIs are scored in sorted order, the report pass only
+    assert len(spy.calls) == len(synthetic_root.aois)
+    images = next(t for t in synthetic_root.tiles.values() if t.aoi == aoi).image.parent
+    out = tmp_path / "predict"
+    cfg = _compose("predict", [f"ckpt_path={soft}", f"input={images}", f"predict.out_dir={out}",
+                               "predict.gallery=false", *FAST[:3], *options])  # fmt: skip
+    predict(cfg)
+    written = pd.read_csv(out / f"{aoi}_sn7.csv")
+    stems = sorted(written["filename"].unique())
+    assert len(stems) == len(scored) == 4
+    n_buildings = 0
+    for t, stem in enumerate(stems):
+        month = written[(written["filename"] == stem) & (written["id"] >= 0)]
+        assert sorted(month["id"]) == sorted(scored.ids(t))
+        wkt = dict(zip(month["id"], month["geometry"], strict=True))
+        for building_id, polygon in zip(scored.ids(t), scored.polygons(t), strict=True):
+            assert shapes([shapely.from_wkt(wkt[building_id])]) == shapes([polygon])
+        n_buildings += len(month)
+    assert n_buildings > 0
+
+
+def test_iou_match_reaches_the_building_rule(tmp_path, soft, synthetic_root, monkeypatch):
+    seen = []
+    real = sn7.evaluation.scoring.match_buildings
+
+    def spy(preds, truths, iou_match=0.5):
+        seen.append(iou_match)
+        return real(preds, truths, iou_match)
+
+    monkeypatch.setattr(sn7.evaluation.scoring, "match_buildings", spy)
+    m = run_evaluate(soft, synthetic_root.root, tmp_path, "eval.iou_match=0.7")
+    assert seen and set(seen) == {0.7}
+    assert m["building"]["iou_match"] == 0.7
+    assert "SpaceNet: IoU >= 0.7" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_min_truth_area_drops_small_true_buildings(tmp_path, soft, synthetic_root):
+    """No true building has 10^6 px: with that minimum there is nothing to find, so every
+    predicted building is a false positive and none is missed."""
+    m = run_evaluate(soft, synthetic_root.root, tmp_path, "eval.min_truth_area=1000000")
+    b = m["building"]
+    assert (b["tp"], b["fn"], b["tp_sn7"], b["fn_sn7"]) == (0, 0, 0, 0) and b["fp"] > 0
+
+
+def test_publish_copies_the_report(tmp_path, soft, synthetic_root):
+    target = tmp_path / "results" / "run"
+    run_evaluate(soft, synthetic_root.root, tmp_path, f"eval.publish={target}")
+    for name in ("metrics.md", "metrics.json", "pr_curve.png"):
+        assert (target / name).read_bytes() == (tmp_path / "eval" / name).read_bytes()
+
+
+def test_track_options_reach_the_tracker_through_the_config(tmp_path, soft, synthetic_root):
+    """The soft stub's buildings score at most ~0.98 in any month: asking for a mean monthly score
+    of 0.99 leaves no building; a min_valid outside [0, 1] is refused before any work."""
+    base = run_evaluate(soft, synthetic_root.root, tmp_path, "track=aggregate")
+    assert base["building"]["tp_sn7"] > 0
+    none = run_evaluate(
+        soft, synthetic_root.root, tmp_path, "track=aggregate", "track.presence_threshold=0.99"
+    )
+    assert none["building"]["tp_sn7"] == none["building"]["fp_sn7"] == 0
+    with pytest.raises(ConfigError, match=r"track\.min_valid"):
+        run_evaluate(soft, synthetic_root.root, tmp_path, "track=aggregate", "track.min_valid=1.5")
+
+
+def test_evaluate_prepares_at_most_once_and_not_at_all_when_fresh(
+    tmp_path, soft, synthetic_root, monkeypatch
+):
+    """The report scope, the selection scope and the held-out check all need the prepared root:
+    the first run builds it once, a second run only reads it, and a changed input file makes it
+    stale again."""
+    builds = []
+    real = sn7.data.prepared.build_verified_masks
+
+    def spy(*args, **kwargs):
+        builds.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sn7.data.prepared, "build_verified_masks", spy)
+    run_evaluate(soft, synthetic_root.root, tmp_path)
+    assert len(builds) == 1
+    run_evaluate(soft, synthetic_root.root, tmp_path, "eval.threshold=0.5")
+    assert len(builds) == 1
+    prepare_cfg = _compose(
+        "prepare", [f"data.root={synthetic_root.root}", f"data.work_dir={tmp_path / 'work'}"]
+    )
+    assert sn7.data.prepared.stale_reason(prepare_cfg) is None  # python prepare.py would agree
+    run_evaluate(soft, synthetic_root.root, tmp_path, "subset.per_aoi=2")  # other settings
+    assert len(builds) == 2
