@@ -300,6 +300,10 @@ def test_tensorboard_has_losses_metrics_panel_and_pr_curve(tb_run):
     assert (tp[:-1] >= tp[1:]).all() and (fp[:-1] >= fp[1:]).all()  # thresholds ascend
     total = tp + fp + tn + fn
     assert (total == total[0]).all() and total[0] > 0
+    for t in range(data.shape[1]):  # the rules evaluate reports with (metrics.pixel.scores)
+        expected = scores(*(float(c[t]) for c in (tp, fp, fn)))
+        assert precision[t] == pytest.approx(expected["precision"], abs=1e-6)
+        assert recall[t] == pytest.approx(expected["recall"], abs=1e-6)
 
     # the hparams table: the run's config against hp/val_best_iou (EventAccumulator skips it)
     hparams = {

@@ -6,6 +6,7 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from sn7.metrics.pixel import sweep_rows
 from sn7.viz.panels import prediction_panel, rgb_preview
 
 
@@ -65,8 +66,9 @@ class TensorBoardPanels(pl.Callback):
         counts = getattr(pl_module, "val_counts", None)
         if counts is not None:
             tp, fp, fn, tn = counts.T
-            precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-            recall = tp / np.maximum(tp + fn, 1)
+            rows = sweep_rows(list(range(len(tp))), counts)  # metrics.pixel's rules, as evaluate
+            precision = np.array([r["precision"] for r in rows])
+            recall = np.array([r["recall"] for r in rows])
             tb.experiment.add_pr_curve_raw(
                 "val/pr_curve", tp, fp, tn, fn, precision, recall, step, len(tp)
             )
