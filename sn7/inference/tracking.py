@@ -23,45 +23,20 @@ from shapely.geometry.base import BaseGeometry
 
 from sn7.errors import ConfigError
 from sn7.inference.footprints import FootprintSettings, cut_footprints
+from sn7.inference.temporal import monthly_scores, suffix_max_mean, temporal_mean
+from sn7.inference.tracks import Building, TrackedMonths
+from sn7.inference.winner import track_winner
 from sn7.metrics.matching import SN7_IOU, iou_pairs, optimal_matches
 
-Building = tuple[int, BaseGeometry]  # (building id, footprint in pixel coordinates)
-
-
-@dataclass
-class TrackedMonths:
-    """Buildings of each month of one AOI, months in chronological order.
-
-    `first_seen` is derived from the ids (the first month an id occurs), so it means exactly what
-    SCOT sees in a submission: with `track_none`, id 3 of month 5 "was seen" in month 0.
-    """
-
-    months: list[list[Building]]
-    first_seen: dict[int, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.first_seen = {}
-        for t, buildings in enumerate(self.months):
-            for building_id, _ in buildings:
-                self.first_seen.setdefault(building_id, t)
-
-    def __len__(self) -> int:
-        return len(self.months)
-
-    def ids(self, month: int) -> list[int]:
-        return [i for i, _ in self.months[month]]
-
-    def polygons(self, month: int) -> list[BaseGeometry]:
-        return [p for _, p in self.months[month]]
-
-    def is_new(self, month: int) -> list[bool]:
-        """Per building of `month`: does it appear for the first time there? Never in month 0,
-        where everything is already standing."""
-        return [month > 0 and self.first_seen[i] == month for i in self.ids(month)]
-
-    def footprints(self) -> dict[int, BaseGeometry]:
-        """Each id's latest footprint (for pictures that show every building once)."""
-        return {i: p for buildings in self.months for i, p in buildings}
+__all__ = [  # TrackedMonths and the temporal maps are re-exported: callers import them from here
+    "Building",
+    "TrackSettings",
+    "TrackedMonths",
+    "monthly_scores",
+    "suffix_max_mean",
+    "temporal_mean",
+    "track_aoi",
+]
 
 
 def track_none(month_polygons: Sequence[Sequence[BaseGeometry]]) -> TrackedMonths:
@@ -107,63 +82,6 @@ def track_match(
         last.update((i, (p, t)) for i, p in previous)
         months.append(previous)
     return TrackedMonths(months)
-
-
-def temporal_mean(probs: np.ndarray, valids: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) float32 mean of the (T, H, W) probabilities over the months where each pixel is
-    valid, so a cloud or an alpha=0 month cannot pull a building's mean down (0 where never
-    valid)."""
-    probs = np.asarray(probs, np.float32)
-    if valids is None:
-        return probs.mean(axis=0)
-    valids = np.asarray(valids, bool)
-    count = valids.sum(axis=0)
-    total = np.where(valids, probs, 0.0).sum(axis=0)
-    return np.divide(total, count, out=np.zeros(count.shape, np.float32), where=count > 0)
-
-
-def suffix_max_mean(
-    probs: np.ndarray, valids: np.ndarray | None = None, min_run: int = 2
-) -> np.ndarray:
-    """(H, W) float32: for each pixel the highest mean probability over any final run of months
-    (month t to the last, t <= T - min_run; valid months only). A building that stands from month t
-    on scores its mean over the months it stands, not diluted by the months before it was built, so
-    a late building is not lost; a blip in one month must last `min_run` months to count.
-    With T <= min_run this is the plain temporal mean."""
-    probs = np.asarray(probs, np.float32)
-    valids = np.ones(probs.shape, bool) if valids is None else np.asarray(valids, bool)
-    weights = valids.astype(np.float32)
-    total = np.cumsum((probs * weights)[::-1], axis=0)[::-1]  # sum over months t..T-1
-    count = np.cumsum(weights[::-1], axis=0)[::-1]
-    best = temporal_mean(probs, valids)
-    for t in range(1, max(len(probs) - min_run + 1, 1)):
-        mean = np.divide(total[t], count[t], out=np.zeros_like(best), where=count[t] > 0)
-        enough = count[t] >= min_run  # a final run of at least min_run valid months
-        best = np.where(enough & (mean > best), mean, best)
-    return best
-
-
-def monthly_scores(
-    labels: np.ndarray,
-    ids: np.ndarray,
-    probs: np.ndarray,
-    valids: np.ndarray | None = None,
-    min_valid: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(T, N) mean probability of each footprint `ids` of `labels` in each month over its valid
-    pixels, and (T, N) evidence: is at least `min_valid` of the footprint valid that month?"""
-    n_labels = int(labels.max()) + 1
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=n_labels)[ids].astype(np.float64)
-    scores = np.zeros((len(probs), len(ids)), np.float32)
-    evidence = np.zeros((len(probs), len(ids)), bool)
-    for t, prob in enumerate(probs):
-        valid = np.ones(flat.shape, bool) if valids is None else np.asarray(valids[t]).ravel()
-        n_valid = np.bincount(flat, weights=valid, minlength=n_labels)[ids]
-        total = np.bincount(flat, weights=np.where(valid, prob.ravel(), 0), minlength=n_labels)
-        scores[t] = np.divide(total[ids], n_valid, out=np.zeros(len(ids)), where=n_valid > 0)
-        evidence[t] = n_valid >= min_valid * area
-    return scores, evidence
 
 
 def first_appearance(
@@ -249,9 +167,25 @@ TRACKERS: dict[str, Callable] = {
     "none": track_none,
     "match": track_match,
     "aggregate": track_aggregate,
+    "winner": track_winner,
 }
 _GIVEN = {"month_polygons", "probs", "valids", "footprint"}  # passed by track_aoi, not the config
+PER_MONTH = ("none", "match")  # modes that cut each month's map alone, then chain the months
 _RANGES = {
+    "refine": (0.0, 1.0),
+    "collapse_floor": (0.0, 1.0),
+    "seed_high": (0.0, 1.0),
+    "change_jump": (0.0, 1.0),
+    "start_first": (0.0, 1.0),
+    "start_ratio": (0.0, 1.0),
+    "stable_margin": (0.0, 1.0),
+    "stable_mean": (0.0, 1.0),
+    "small_share": (0.0, 1.0),
+    "peak_distance": (1, float("inf")),
+    "confirm_months": (0, float("inf")),
+    "crowd_count": (0, float("inf")),
+    "crowd_radius": (0.0, float("inf")),
+    "small_area": (0.0, float("inf")),
     "presence_threshold": (0.0, 1.0),
     "min_valid": (0.0, 1.0),
     "min_jump": (0.0, 1.0),
@@ -276,6 +210,8 @@ class TrackSettings:
         if mode not in TRACKERS:
             raise ConfigError(f"track.mode must be one of {sorted(TRACKERS)}; got {mode!r}")
         accepted = set(inspect.signature(TRACKERS[mode]).parameters) - _GIVEN
+        if mode in PER_MONTH:
+            accepted.add("refine")
         unknown = sorted(set(params) - accepted)
         if unknown:
             raise ConfigError(
@@ -303,13 +239,17 @@ def track_aoi(
     each month with `footprint`, aggregate cuts the temporal mean map with it."""
     probs = np.stack([np.asarray(p, np.float32) for p in probs])
     valids = None if valids is None else np.stack([np.asarray(v, bool) for v in valids])
-    if track.mode == "aggregate":
-        return track_aggregate(probs, valids, footprint, **track.options)
+    options = dict(track.options)
+    if track.mode not in PER_MONTH:
+        return TRACKERS[track.mode](probs, valids, footprint, **options)
+    refine = float(options.pop("refine", 0.0))
+    if refine > 0:  # 4th place: each month's map blended with the temporal mean
+        probs = refine * temporal_mean(probs, valids) + (1 - refine) * probs
     month_polygons = [
         cut_footprints(prob, None if valids is None else valids[t], footprint).polygons
         for t, prob in enumerate(probs)
     ]
-    return TRACKERS[track.mode](month_polygons, **track.options)
+    return TRACKERS[track.mode](month_polygons, **options)
 
 
 def month_masks(
