@@ -21,6 +21,7 @@ from sn7.lit.checkpoint_io import AtomicCheckpointIO
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
 from sn7.utils.atomic import write_json_atomic
+from sn7.utils.cli import override_keys
 from sn7.utils.config import project_root, to_container
 from sn7.utils.hardware import (
     configure_threads,
@@ -145,5 +146,4 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> float:
             *cfg.eval_overrides,
         ]
     )
-    given = {o.lstrip("+~").split("=", 1)[0] for o in cfg.eval_overrides}
-    return evaluate(eval_cfg, given=given)["pixel"]["headline"]["iou"]
+    return evaluate(eval_cfg, given=override_keys(cfg.eval_overrides))["pixel"]["headline"]["iou"]
