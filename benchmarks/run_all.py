@@ -19,6 +19,7 @@ from benchmarks import (
     bench_prepare,
     bench_profile,
     bench_scale,
+    bench_separation,
     bench_train,
 )
 from benchmarks.common import RESULTS, machine_header, prepare_process, run_section
@@ -31,6 +32,7 @@ BENCHMARKS = {
     "prepare": bench_prepare,
     "scale": bench_scale,
     "eval_memory": bench_eval_memory,
+    "separation": bench_separation,
 }
 
 

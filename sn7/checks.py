@@ -2,7 +2,8 @@
 
 Each stage (and the DataModule) calls the checks for the config nodes it uses before it touches
 any data. Values that need the data (crop size vs tile size, AOIs of a split) are checked there.
-A leaf module: it imports only the layout's option lists, the window check and the errors.
+A leaf module: it imports only the layout's option lists, the window check and the errors
+(and, when infer.device is checked, sn7.utils.hardware's device check, lazily: it imports torch).
 """
 
 from __future__ import annotations
@@ -61,18 +62,9 @@ def check_infer(infer: Mapping) -> None:
         batch == "auto" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1),
         f"infer.batch_size={batch} must be auto or a whole number >= 1",
     )
-    device = str(infer.get("device", "auto"))
-    _require(
-        device in ("auto", "cpu", "cuda") or device.startswith("cuda:"),
-        f"infer.device={device!r} must be auto, cpu or cuda",
-    )
-    if device.startswith("cuda"):
-        import torch  # lazily: this leaf module imports no heavy library at module level
+    from sn7.utils.hardware import resolve_device  # lazily: it imports torch
 
-        _require(
-            torch.cuda.is_available(),
-            f"infer.device={device} but torch sees no CUDA GPU; use infer.device=auto or cpu",
-        )
+    resolve_device(infer.get("device", "auto"))
 
 
 def check_eval(ev: Mapping) -> None:

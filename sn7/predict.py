@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from sn7.checks import check_infer, check_predict
 from sn7.constants import IGNORE
-from sn7.data.layout import aoi_of, date_of, image_files_of
+from sn7.data.layout import TIF_SUFFIXES, aoi_of, date_of, image_files_of
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import write_geotiff
 from sn7.data.vector_io import apply_affine, area_m2, write_geojson
@@ -40,7 +40,7 @@ from sn7.utils.hardware import configure_threads
 from sn7.viz.pictures import Pictures
 
 log = logging.getLogger(__name__)
-_TIF = (".tif", ".tiff")
+
 AUTO_THRESHOLDS = ("auto", "auto_buildings")
 
 
@@ -82,7 +82,7 @@ def list_inputs(spec: str) -> list[Path]:
     """A GeoTIFF, a folder of them, or a glob pattern -> sorted paths."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _TIF)
+        files = sorted(p for p in path.iterdir() if p.suffix in TIF_SUFFIXES)
         if not files:
             raise DataError("folder holds no .tif/.tiff files", path)
         return files

@@ -20,7 +20,9 @@ from sn7.errors import ConfigError
 from sn7.lit.checkpoint_io import AtomicCheckpointIO
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
+from sn7.lit.quiet import quiet_lightning
 from sn7.utils.atomic import write_json_atomic
+from sn7.utils.cli import override_keys
 from sn7.utils.config import project_root, to_container
 from sn7.utils.hardware import (
     configure_threads,
@@ -61,6 +63,7 @@ def build_task(cfg: DictConfig, datamodule: SN7DataModule, channels_last: bool) 
 
 
 def train(cfg: DictConfig) -> float | None:
+    quiet_lightning()
     threads = configure_threads(cfg.threads)
     pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
@@ -145,5 +148,4 @@ def evaluate_checkpoint(cfg: DictConfig, ckpt_path: str) -> float:
             *cfg.eval_overrides,
         ]
     )
-    given = {o.lstrip("+~").split("=", 1)[0] for o in cfg.eval_overrides}
-    return evaluate(eval_cfg, given=given)["pixel"]["headline"]["iou"]
+    return evaluate(eval_cfg, given=override_keys(cfg.eval_overrides))["pixel"]["headline"]["iou"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import sn7  # noqa: F401  (registers the OmegaConf resolvers the configs use)
 from sn7.data.synthetic import SyntheticRoot, make_sn7_root
@@ -49,6 +49,13 @@ def shared_sample() -> Path:
     if not (SHARED_SAMPLE / "train").is_dir():
         pytest.skip(f"real SN7 sample not found at {SHARED_SAMPLE}")
     return SHARED_SAMPLE
+
+
+@pytest.fixture
+def augment_cfg() -> Callable[..., dict]:
+    """`augment_cfg(**values)`: conf/augment/light.yaml (every key Augment needs) with `values`."""
+    light = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "augment" / "light.yaml"))
+    return lambda **values: {**light, **values}
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import copy
 import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -519,8 +520,9 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_cfg, tmp_path, capsys)
 # --- processes --------------------------------------------------------------------------------
 
 
-def run_train_sweep(sweep, synthetic_root, tiny_overrides, tmp_path, *extra) -> None:
-    """train.py in a subprocess, sweeping `extra` into `sweep` (model.base left to the sweep)."""
+def run_train_sweep(sweep, synthetic_root, tiny_overrides, tmp_path, *extra) -> str:
+    """train.py in a subprocess, sweeping `extra` into `sweep` (model.base left to the sweep);
+    its stdout + stderr."""
     overrides = [o for o in tiny_overrides if not o.startswith("model.base=")]
     cmd = [
         sys.executable,
@@ -536,13 +538,30 @@ def run_train_sweep(sweep, synthetic_root, tiny_overrides, tmp_path, *extra) -> 
     ]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+# Lightning lines `make demo` used to show a new user: a cloud-logger tip, a torch deprecation
+# raised inside Lightning, a FLOP count of 0 (no example input) and limit_*_batches=1.0 echoed
+NOISE = (
+    "Tip: For seamless cloud logging",
+    "`isinstance(treespec, LeafSpec)` is deprecated",
+    "`Trainer(limit_train_batches=1.0)` was configured",
+    "`Trainer(limit_val_batches=1.0)` was configured",
+)
 
 
 def test_multirun_runs_every_job(synthetic_root, tiny_train_overrides, tmp_path):
+    """Every job of a sweep trains into its own folder, and the output carries none of Lightning's
+    NOISE: the model summary (on here) counts real FLOPs."""
     sweep = tmp_path / "sweep"
-    run_train_sweep(
-        sweep, synthetic_root, tiny_train_overrides, tmp_path, "-m", "model.base=4,8", "logger=csv"
+    summary_on = [o.replace("summary=false", "summary=true") for o in tiny_train_overrides]
+    output = run_train_sweep(
+        sweep, synthetic_root, summary_on, tmp_path, "-m", "model.base=4,8", "logger=csv"
     )
+    assert [line for line in NOISE if line in output] == []
+    flops = re.findall(r"^(.*\S) +Total Flops|Total FLOPs: (\S+)", output, re.M)  # plain|rich
+    assert len(flops) == 2 and all("".join(f).strip() != "0" for f in flops), flops
     for job, base in ((0, 4), (1, 8)):
         job_dir = sweep / str(job)
         ckpt = ckpt_of(job_dir / "checkpoints" / "last.ckpt")

@@ -25,7 +25,7 @@ LABEL_SOURCES: dict[str, str] = {
 }
 IMAGE_DIRS = ("images", "images_masked")
 _STEM_DATE = re.compile(r"global_monthly_(\d{4})_(\d{2})_mosaic")
-_TIF_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")
+TIF_SUFFIXES = (".tif", ".tiff", ".TIF", ".TIFF")  # image files, wherever a folder is listed
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def discover_images(
         raise DataError("data root does not exist (set data.root=...)", root)
     tiles = []
     for aoi_dir in _aoi_folders(root, image_dir):
-        images = sorted(p for p in (aoi_dir / image_dir).iterdir() if p.suffix in _TIF_SUFFIXES)
+        images = sorted(p for p in (aoi_dir / image_dir).iterdir() if p.suffix in TIF_SUFFIXES)
         tiles += [_tile(aoi_dir, image, label_source) for image in images]
     if not tiles:
         raise DataError(f"AOI folders found but no *.tif in their {image_dir}/ folders", root)

@@ -4,6 +4,9 @@ Geometric transforms move colour bands, label mask and alpha together; label and
 one two-channel mask (nearest interpolation, so 0/1/255 and 0/255 survive) and borders exposed by
 rotation/scaling are filled as *no data*: label 255 (ignore), alpha 0. Photometric transforms touch
 the colour bands only.
+
+Every value comes from the config (conf/augment/light.yaml names them all; other choices extend
+it): no defaults here, so the YAML is the one place they are set.
 """
 
 from __future__ import annotations
@@ -15,41 +18,78 @@ import cv2
 import numpy as np
 
 from sn7.constants import IGNORE
+from sn7.errors import ConfigError
+
+# every key Augment reads (conf/augment/light.yaml sets them all)
+AUGMENT_KEYS = (
+    "hflip",
+    "vflip",
+    "rot90",
+    "affine_p",
+    "scale",
+    "rotate",
+    "brightness_contrast_p",
+    "brightness",
+    "contrast",
+    "hue_p",
+    "hue",
+    "saturation",
+)
+
+
+def check_augment(cfg: Mapping | None) -> None:
+    """One-line ConfigError for an augment config without `enabled`, or enabled without every
+    key of AUGMENT_KEYS; None (no augment group) means no augmentation."""
+    if not cfg:
+        return
+    if "enabled" not in cfg:
+        raise ConfigError("augment.enabled is missing (true or false)")
+    if cfg["enabled"]:
+        _check_keys(cfg)
+
+
+def _check_keys(cfg: Mapping) -> None:
+    missing = [key for key in AUGMENT_KEYS if key not in cfg]
+    if missing:
+        raise ConfigError(
+            f"augment is missing {', '.join(missing)}; conf/augment/light.yaml lists every key"
+        )
 
 
 class Augment:
     def __init__(self, cfg: Mapping, alpha_channel: int | None, n_channels: int):
+        _check_keys(cfg)
         self.alpha_channel = alpha_channel
         self.color_channels = [c for c in range(n_channels) if c != alpha_channel]
         self.geometric = A.Compose(
             [
-                A.HorizontalFlip(p=cfg.get("hflip", 0.5)),
-                A.VerticalFlip(p=cfg.get("vflip", 0.5)),
-                A.RandomRotate90(p=cfg.get("rot90", 0.5)),
+                A.HorizontalFlip(p=cfg["hflip"]),
+                A.VerticalFlip(p=cfg["vflip"]),
+                A.RandomRotate90(p=cfg["rot90"]),
                 A.Affine(
-                    scale=tuple(cfg.get("scale", (0.9, 1.1))),
-                    rotate=tuple(cfg.get("rotate", (-15, 15))),
+                    scale=tuple(cfg["scale"]),
+                    rotate=tuple(cfg["rotate"]),
                     border_mode=cv2.BORDER_CONSTANT,
                     fill=0,
                     fill_mask=(IGNORE, 0),
-                    p=cfg.get("affine_p", 0.3),
+                    p=cfg["affine_p"],
                 ),
             ]
         )
         photometric = [
             A.RandomBrightnessContrast(
-                brightness_limit=cfg.get("brightness", 0.1),
-                contrast_limit=cfg.get("contrast", 0.1),
-                p=cfg.get("brightness_contrast_p", 0.5),
+                brightness_limit=cfg["brightness"],
+                contrast_limit=cfg["contrast"],
+                p=cfg["brightness_contrast_p"],
             )
         ]
         if len(self.color_channels) == 3:  # hue/saturation are defined for RGB only
             photometric.append(
                 A.HueSaturationValue(
-                    hue_shift_limit=cfg.get("hue", 5),
-                    sat_shift_limit=cfg.get("saturation", 10),
+                    hue_shift_limit=cfg["hue"],
+                    sat_shift_limit=cfg["saturation"],
                     val_shift_limit=0,
-                    p=cfg.get("hue_p", 0.2),
+                    p=cfg["hue_p"],
                 )
             )
         self.photometric = A.Compose(photometric)
@@ -79,6 +119,7 @@ class Augment:
 def build_augment(
     cfg: Mapping | None, alpha_channel: int | None, n_channels: int
 ) -> Augment | None:
-    if not cfg or not cfg.get("enabled", True):
+    check_augment(cfg)
+    if not cfg or not cfg["enabled"]:
         return None
     return Augment(cfg, alpha_channel, n_channels)

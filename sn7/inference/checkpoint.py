@@ -19,7 +19,7 @@ from torch import nn
 
 from sn7.data.input_spec import InputSpec
 from sn7.errors import CheckpointError, ConfigError, SN7Error
-from sn7.models.registry import build_model, refusal
+from sn7.models.registry import ModelRefused, build_model
 from sn7.utils.config import to_container
 from sn7.utils.safe_load import first_line, load_weights_only
 
@@ -34,11 +34,6 @@ class LoadedModel:
     model_config: dict
     run_config: dict  # the full training config (data root, split, ...), {} if absent
     path: Path
-
-    @property
-    def threshold_file(self) -> Path:
-        """Where evaluate stores the best threshold for this checkpoint (read by predict)."""
-        return self.path.with_name(self.path.name + ".eval.json")
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -71,12 +66,10 @@ def load_model(path: str | Path, trusted_models: Iterable[str] = ()) -> LoadedMo
         raise CheckpointError(
             f"sn7 checkpoint lacks {exc}; was it written by train.py?", path
         ) from exc
-    trusted = list(trusted_models or ())
-    reason = refusal(model_config, trusted)
-    if reason is not None:
-        raise CheckpointError(reason, path)
     try:
-        model = build_model(model_config, trusted)
+        model = build_model(model_config, list(trusted_models or ()))
+    except ModelRefused as exc:
+        raise CheckpointError(str(exc), path) from exc
     except (ImportError, ValueError, TypeError, SN7Error) as exc:
         raise CheckpointError(
             f"cannot rebuild model {model_config.get('_target_')}: {first_line(exc)}", path

@@ -22,7 +22,12 @@ from torch import nn
 
 from sn7.data.windows import check_window, window_starts
 from sn7.errors import ConfigError
-from sn7.utils.hardware import autocast, resolve_channels_last, resolve_precision
+from sn7.utils.hardware import (
+    autocast,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+)
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
 CPU_BATCH_SIZE = 1  # `batch_size: auto` on CPU: 1.4x faster than 4 (bench_infer: page faults)
@@ -37,20 +42,6 @@ def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
         return np.maximum(0.5 - 0.5 * np.cos(np.pi * np.clip(pos, 0, 1)), _MIN_WEIGHT)
 
     return np.outer(ramp(height), ramp(width)).astype(np.float32)
-
-
-def resolve_device(value: str | torch.device = "auto") -> torch.device:
-    """`auto` -> cuda when torch sees a GPU, else cpu; `cuda` without one is a ConfigError."""
-    text = str(value)
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if text not in ("cpu", "cuda") and not text.startswith("cuda:"):
-        raise ConfigError(f"infer.device={text!r} must be auto, cpu or cuda")
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"infer.device={text} but torch sees no CUDA GPU; use infer.device=auto or cpu"
-        )
-    return torch.device(text)
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ from sn7.checks import check_training_data
 from sn7.data.datasets import GridCropDataset, RandomCropDataset
 from sn7.data.input_spec import InputSpec
 from sn7.data.prepared import ensure_prepared, load_prepared
-from sn7.data.transforms import build_augment
+from sn7.data.transforms import build_augment, check_augment
 from sn7.errors import ConfigError
 from sn7.utils.config import to_container
 
@@ -28,6 +28,7 @@ class SN7DataModule(pl.LightningDataModule):
     def __init__(self, data: DictConfig, split: DictConfig, subset: DictConfig, augment, seed: int):
         super().__init__()
         check_training_data(data)
+        check_augment(augment)
         # resolved now: interpolations like ${paths.cache_dir} point outside these nodes
         parts = {"data": data, "split": split, "subset": subset, "augment": augment}
         self.cfg = OmegaConf.create({k: to_container(v) for k, v in parts.items()} | {"seed": seed})

@@ -56,6 +56,9 @@ class SegmentationTask(pl.LightningModule):
         self.val_counts: np.ndarray | None = None
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # one training crop: Lightning's model summary counts FLOPs and sizes on it (else "0")
+        size = self.spec.crop_size
+        self.example_input_array = torch.zeros(1, self.spec.in_channels, size, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:

@@ -27,6 +27,10 @@ SN7_MODELS = frozenset(
 TRUST_HINT = "add it to trusted_models if you trust this file"
 
 
+class ModelRefused(ConfigError):
+    """The allow-list refuses a model config (raised before anything is imported)."""
+
+
 def _nested_target(value: Any) -> bool:
     if isinstance(value, Mapping):
         return "_target_" in value or any(_nested_target(v) for v in value.values())
@@ -60,7 +64,7 @@ def build_model(config: Mapping, trusted: Iterable[str] = ()) -> nn.Module:
     """
     reason = refusal(config, trusted)
     if reason is not None:
-        raise ConfigError(reason)
+        raise ModelRefused(reason)
     cls = get_class(config["_target_"])
     kwargs = {k: v for k, v in config.items() if k != "_target_"}
     model = cls(**kwargs)

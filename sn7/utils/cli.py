@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -40,8 +40,13 @@ def run_stage(stage: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         sys.exit(1)
 
 
+def override_keys(overrides: Iterable[str]) -> set[str]:
+    """The config keys of Hydra override strings: `+a.b=1`, `~a.b` and `a.b=1` all give `a.b`."""
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
+
+
 def command_line_keys() -> set[str]:
     """Config keys the user set on the command line (empty outside a Hydra app)."""
     if not HydraConfig.initialized():
         return set()
-    return {o.lstrip("+~").split("=", 1)[0] for o in HydraConfig.get().overrides.task}
+    return override_keys(HydraConfig.get().overrides.task)

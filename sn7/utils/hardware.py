@@ -2,13 +2,15 @@
 
 bf16 autocast is 3-4x faster than fp32 where the CPU has native bf16 (AVX512-BF16 / AMX) and ~9x
 *slower* where it only has AVX2, where PyTorch emulates it. So `precision=auto` looks at the CPU
-flags, never at whether bf16 merely runs.
+flags, never at whether bf16 merely runs. The device (`infer.device`) is resolved here too, so
+the up-front config check and the sliding window share one rule.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +64,22 @@ def resolve_precision(value: str | int, accelerator: str = "cpu") -> str:
     if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return cpu_precision(cpu_flags())
+
+
+def resolve_device(value: str | torch.device = "auto") -> torch.device:
+    """`auto` -> cuda when torch sees a GPU, else cpu; `cuda` without one is a ConfigError.
+
+    The one check of `infer.device`: sn7.checks runs it up front, the sliding window at use."""
+    text = str(value)
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text not in ("cpu", "cuda") and not re.fullmatch(r"cuda:\d+", text):
+        raise ConfigError(f"infer.device={text!r} must be auto, cpu or cuda")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"infer.device={text} but torch sees no CUDA GPU; use infer.device=auto or cpu"
+        )
+    return torch.device(text)
 
 
 def resolve_channels_last(value: str | bool) -> bool:

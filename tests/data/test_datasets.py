@@ -187,9 +187,9 @@ def test_positive_bias_raises_the_share_of_building_crops(tiles, monkeypatch):
     assert half == pytest.approx((1 + uniform) / 2, abs=0.08)
 
 
-def test_random_crops_are_reproducible_for_a_seed(tiles):
+def test_random_crops_are_reproducible_for_a_seed(tiles, augment_cfg):
     rows, _ = tiles
-    aug_cfg = {"affine_p": 0.5, "brightness_contrast_p": 0.5}
+    aug_cfg = augment_cfg(affine_p=0.5, brightness_contrast_p=0.5)
 
     def run(seed: int, torch_seed: int = 0) -> list[dict]:
         torch.manual_seed(torch_seed)  # what seed_everything does; workers derive from it
@@ -223,11 +223,11 @@ def test_random_crops_have_the_sample_layout(tiles):
     assert set(torch.unique(sample["mask"]).tolist()) <= {0, 1, IGNORE}
 
 
-def test_fixed_crops_depend_on_the_index_alone(tiles):
+def test_fixed_crops_depend_on_the_index_alone(tiles, augment_cfg):
     """fixed=True (used for Lightning's overfit_batches): index i gives the same crop and the same
     augmentation every time it is read, in any process; other indices give other crops."""
     rows, _ = tiles
-    aug_cfg = {"affine_p": 1.0, "brightness_contrast_p": 1.0}
+    aug_cfg = augment_cfg(affine_p=1.0, brightness_contrast_p=1.0)
 
     def make() -> RandomCropDataset:
         return RandomCropDataset(

@@ -10,11 +10,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from sn7.constants import IGNORE
-from sn7.data.transforms import Augment, build_augment
+from sn7.data.transforms import AUGMENT_KEYS, Augment, build_augment
+from sn7.errors import ConfigError
 
 AUGMENT_DIR = Path(__file__).resolve().parents[2] / "conf" / "augment"
-OFF = {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "affine_p": 0.0, "brightness_contrast_p": 0.0}
-OFF["hue_p"] = 0.0
+LIGHT = OmegaConf.to_container(OmegaConf.load(AUGMENT_DIR / "light.yaml"))
+OFF = LIGHT | {"hflip": 0.0, "vflip": 0.0, "rot90": 0.0, "affine_p": 0.0}
+OFF |= {"brightness_contrast_p": 0.0, "hue_p": 0.0}
 S = 48  # crop side
 
 
@@ -55,6 +57,17 @@ def test_config_choices_build():
 def test_disabled_or_missing_config_means_no_augmentation():
     assert build_augment(None, 3, 4) is None
     assert build_augment({"enabled": False, "hflip": 1.0}, 3, 4) is None
+
+
+def test_a_missing_key_is_a_one_line_config_error():
+    """The YAML is the one source of the values: no key falls back to a default in the code."""
+    with pytest.raises(ConfigError, match=r"^augment is missing hue, saturation; conf/augment"):
+        build_augment({k: v for k, v in LIGHT.items() if k not in ("hue", "saturation")}, 3, 4)
+    with pytest.raises(ConfigError, match=r"^augment is missing vflip;"):
+        Augment({k: v for k, v in OFF.items() if k != "vflip"}, 3, 4)
+    with pytest.raises(ConfigError, match=r"^augment.enabled is missing"):
+        build_augment({"hflip": 0.5}, 3, 4)
+    assert set(AUGMENT_KEYS) | {"enabled"} == set(LIGHT)  # light.yaml sets each key, no more
 
 
 @pytest.mark.parametrize("axis_flip", ["hflip", "vflip"])
@@ -175,8 +188,7 @@ def test_photometric_without_rgb_skips_hue():
 
 
 def test_set_seed_makes_it_reproducible():
-    cfg = OmegaConf.to_container(OmegaConf.load(AUGMENT_DIR / "light.yaml"))
-    cfg["affine_p"] = 1.0
+    cfg = LIGHT | {"affine_p": 1.0}
     image, mask = sample(8)
     runs = []
     for _ in range(2):

@@ -39,7 +39,6 @@ def test_tiny_checkpoint_rebuilds_the_trained_model(tiny_checkpoint, synthetic_r
     )
     assert loaded.run_config["data"]["root"] == str(synthetic_root.root)
     assert loaded.path == tiny_checkpoint
-    assert loaded.threshold_file == tiny_checkpoint.with_name("best.ckpt.eval.json")
 
     trained = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     weights = loaded.model.state_dict()

@@ -19,9 +19,8 @@ from sn7.inference.sliding_window import (
     SlidingWindowPredictor,
     device_autocast,
     predictor_for,
-    resolve_device,
 )
-from sn7.utils.hardware import resolve_precision
+from sn7.utils.hardware import resolve_device, resolve_precision
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 INFER = {"window": 64, "overlap": 16, "batch_size": "auto", "device": "auto", "tta": False}
@@ -58,7 +57,7 @@ def test_cuda_without_a_gpu_is_a_one_line_config_error(no_gpu):
         SlidingWindowPredictor(pixelwise_model(), 64, 16, device="cuda")
 
 
-@pytest.mark.parametrize("device", ["gpu", "tpu", "cudax", ""])
+@pytest.mark.parametrize("device", ["gpu", "tpu", "cudax", "", "cuda:", "cuda:x"])
 def test_unknown_devices_are_refused(device):
     with pytest.raises(ConfigError, match=r"must be auto, cpu or cuda"):
         resolve_device(device)

@@ -184,7 +184,9 @@ def test_three_band_input_feeds_three_channels(synthetic_root, train_cfg, tmp_pa
     assert dm.val_set[0]["image"].shape == (3, 64, 64)
 
 
-def test_workers_start_after_opencv_ran_in_the_parent(synthetic_root, train_cfg, tmp_path):
+def test_workers_start_after_opencv_ran_in_the_parent(
+    synthetic_root, train_cfg, tmp_path, augment_cfg
+):
     """A forked DataLoader worker must not hang when this process already used OpenCV's thread
     pool (an earlier num_workers=0 run, a notebook previewing augmentations, a sweep)."""
     cfg = train_cfg(
@@ -192,7 +194,9 @@ def test_workers_start_after_opencv_ran_in_the_parent(synthetic_root, train_cfg,
     )
     dm = datamodule(cfg)
     big = np.zeros((4, 1024, 1024), np.uint8)
-    Augment({"affine_p": 1.0}, 3, 4)(big, big[0])  # a parallel cv2.warpAffine in this process
+    Augment(augment_cfg(affine_p=1.0), 3, 4)(
+        big, big[0]
+    )  # a parallel cv2.warpAffine in this process
     dm.train_set[0]  # and an open raster handle, which the worker must not share
     loader = dm.train_dataloader()
     assert loader.num_workers == 1
