@@ -39,7 +39,7 @@ from benchmarks.common import (
 from sn7.data.input_spec import InputSpec
 from sn7.data.layout import discover_images
 from sn7.data.raster_io import read_raster
-from sn7.inference.sliding_window import SlidingWindowPredictor, predictor_for
+from sn7.inference.sliding_window import InferSettings, SlidingWindowPredictor, predictor_for
 
 TARGET_OVERHEAD = 1.3
 
@@ -56,7 +56,10 @@ def project_predictor(overrides: Sequence[str] = ()) -> SlidingWindowPredictor:
     around an untrained TinyUNet of the default size (conf/model) in place of a checkpoint."""
     torch.manual_seed(0)
     model = instantiate(project_config("train").model)
-    return predictor_for(project_config("evaluate", overrides), SimpleNamespace(model=model))
+    return predictor_for(
+        InferSettings.from_config(project_config("evaluate", overrides)),
+        SimpleNamespace(model=model),
+    )
 
 
 def run() -> Section:

@@ -18,7 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from sn7.checks import check_eval, check_infer
+from sn7.checks import check_eval
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
 from sn7.errors import CheckpointError
@@ -33,7 +33,7 @@ from sn7.evaluation.thresholds import (
 )
 from sn7.inference.checkpoint import check_against_checkpoint, load_model
 from sn7.inference.footprints import FootprintSettings, PostSettings
-from sn7.inference.sliding_window import predictor_for
+from sn7.inference.sliding_window import InferSettings, predictor_for
 from sn7.inference.tracking import TrackedMonths, TrackSettings
 from sn7.metrics.pixel import (
     best_row,
@@ -183,12 +183,12 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     checkpoint's training config; the CLI passes its command-line keys)."""
     configure_threads(cfg.get("threads"))
     settings = EvalSettings.from_config(cfg)
-    check_infer(cfg.infer)
+    infer = InferSettings.from_config(cfg)
     loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     given = set(given)
     check_against_checkpoint(cfg, loaded, given)
     scope = report_scope(cfg, loaded, given)
-    predictor = predictor_for(cfg, loaded)
+    predictor = predictor_for(infer, loaded)
     selected = choose_thresholds(settings, cfg, loaded, predictor, given)
     grid = sorted(set(settings.pixel_grid) | {selected.pixel})
     footprint = settings.footprint.at(selected.building)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from sn7.checks import check_infer, check_predict
+from sn7.checks import check_predict
 from sn7.constants import IGNORE
 from sn7.data.layout import TIF_SUFFIXES, aoi_of, date_of, image_files_of
 from sn7.data.masks import RasterizeSettings, rasterize_tile
@@ -29,7 +29,7 @@ from sn7.errors import ConfigError, DataError, SN7Error
 from sn7.evaluation.thresholds import file_sha256, mismatch, read_selected
 from sn7.inference.checkpoint import LoadedModel, check_against_checkpoint, load_model
 from sn7.inference.footprints import FootprintSettings, PostSettings
-from sn7.inference.sliding_window import predictor_for
+from sn7.inference.sliding_window import InferSettings, predictor_for
 from sn7.inference.tiles import TileInput, read_tile
 from sn7.inference.tracking import TrackedMonths, TrackSettings, track_aoi
 from sn7.inference.vectorize import mean_inside
@@ -280,13 +280,13 @@ def draw_month(pictures: Pictures, month: Month, threshold: float, settings: Pre
 def predict(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> list[dict]:
     configure_threads(cfg.get("threads"))
     settings = PredictSettings.from_config(cfg)
-    check_infer(cfg.infer)
+    infer = InferSettings.from_config(cfg)
     loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     check_against_checkpoint(cfg, loaded, set(given))
     inputs = list_inputs(str(cfg.input))
     mask_threshold, building_threshold = resolve_thresholds(settings, loaded)
     footprint = FootprintSettings(building_threshold, settings.post, settings.min_area)
-    predictor = predictor_for(cfg, loaded)
+    predictor = predictor_for(infer, loaded)
     out_dir = settings.out_dir
     pictures = Pictures(out_dir, loaded.spec.rgb_channels) if settings.gallery else None
     done, failed = [], {}

@@ -31,7 +31,7 @@ from sn7.evaluation.scope import data_config
 from sn7.evaluation.scoring import Truth, scored_buildings
 from sn7.evaluation.thresholds import SelectedThresholds, read_selected, thresholds_path
 from sn7.inference.checkpoint import check_against_checkpoint, load_model
-from sn7.inference.sliding_window import predictor_for
+from sn7.inference.sliding_window import InferSettings, predictor_for
 from sn7.inference.tiles import read_tile
 from sn7.metrics.buildings import match_buildings
 from sn7.metrics.pixel import scores, threshold_grid
@@ -244,7 +244,7 @@ def test_pixel_metrics_pool_the_counts_of_every_tile(swept):
     TP/FP/FN over tiles (not an average of per-tile IoUs) and skip ignored pixels."""
     cfg, m = swept["cfg"], swept["metrics"]
     loaded = load_model(swept["ckpt"])
-    predictor = predictor_for(cfg, loaded)
+    predictor = predictor_for(InferSettings.from_config(cfg), loaded)
     prepared = load_prepared(swept["tmp"] / "work")
     threshold = m["pixel"]["headline"]["threshold"]
     tp = fp = fn = 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -152,19 +153,50 @@ class SlidingWindowPredictor:
         return total / norm
 
 
-def predictor_for(cfg, loaded) -> SlidingWindowPredictor:
-    """The predictor an evaluate/predict config asks for (cfg.infer, trainer.precision, ...)."""
-    device = resolve_device(cfg.infer.get("device", "auto"))
-    precision = resolve_precision(cfg.trainer.precision, device.type)
-    batch_size = cfg.infer.batch_size
+@dataclass(frozen=True)
+class InferSettings:
+    """How full tiles are predicted: conf/infer plus trainer.precision and channels_last of an
+    evaluate/predict config, checked and resolved for this machine once, when the stage starts."""
+
+    window: int
+    overlap: int
+    batch_size: int | str  # a number, or "auto"
+    device: torch.device
+    precision: str
+    channels_last: bool
+    tta: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> InferSettings:
+        from sn7.checks import check_infer  # checks sits on this floor; lazily, as it is a leaf
+
+        infer = cfg.infer
+        check_infer(infer)
+        device = resolve_device(infer.get("device", "auto"))
+        batch_size = infer.batch_size
+        return cls(
+            window=int(infer.window),
+            overlap=int(infer.overlap),
+            batch_size=batch_size if batch_size == "auto" else int(batch_size),
+            device=device,
+            precision=resolve_precision(cfg.trainer.precision, device.type),
+            channels_last=resolve_channels_last(cfg.channels_last),
+            tta=bool(infer.get("tta", False)),
+        )
+
+
+def predictor_for(settings: InferSettings, loaded) -> SlidingWindowPredictor:
+    """The predictor `settings` ask for, around `loaded.model`."""
+    batch_size = settings.batch_size
+    device = settings.device
     predictor = SlidingWindowPredictor(
         loaded.model,
-        window=cfg.infer.window,
-        overlap=cfg.infer.overlap,
+        window=settings.window,
+        overlap=settings.overlap,
         batch_size=CPU_BATCH_SIZE if batch_size == "auto" else int(batch_size),
-        precision=precision,
-        channels_last=resolve_channels_last(cfg.channels_last),
-        tta=bool(cfg.infer.get("tta", False)),
+        precision=settings.precision,
+        channels_last=settings.channels_last,
+        tta=settings.tta,
         device=device,
     )
     if batch_size == "auto" and device.type == "cuda":

@@ -16,6 +16,7 @@ from sn7.errors import ConfigError
 from sn7.inference.sliding_window import (
     CPU_BATCH_SIZE,
     MAX_AUTO_BATCH,
+    InferSettings,
     SlidingWindowPredictor,
     device_autocast,
     predictor_for,
@@ -84,7 +85,9 @@ def test_default_config_on_cpu_keeps_todays_choices(compose_config, no_gpu):
     cfg = compose_config("predict", ["ckpt_path=x", "input=y"])
     assert (cfg.infer.device, cfg.infer.batch_size) == ("auto", "auto")
     check_infer(cfg.infer)
-    predictor = predictor_for(cfg, SimpleNamespace(model=pixelwise_model()))
+    predictor = predictor_for(
+        InferSettings.from_config(cfg), SimpleNamespace(model=pixelwise_model())
+    )
     assert predictor.device == torch.device("cpu")
     assert predictor.batch_size == CPU_BATCH_SIZE == 1
     assert predictor.precision == resolve_precision("auto", "cpu")  # CPU flags decide, as before
@@ -94,7 +97,7 @@ def test_default_config_on_cpu_keeps_todays_choices(compose_config, no_gpu):
 def test_cuda_config_without_a_gpu_fails_in_predictor_for(compose_config, no_gpu):
     cfg = compose_config("evaluate", ["ckpt_path=x", "infer.device=cuda"])
     with pytest.raises(ConfigError, match=r"infer\.device=cuda but torch sees no CUDA GPU"):
-        predictor_for(cfg, SimpleNamespace(model=pixelwise_model()))
+        predictor_for(InferSettings.from_config(cfg), SimpleNamespace(model=pixelwise_model()))
 
 
 @pytest.mark.parametrize(("precision", "autocast_on"), [("32-true", False), ("bf16-mixed", True)])
@@ -136,7 +139,7 @@ def test_auto_runs_on_the_gpu_in_its_mixed_precision(compose_config):
     cfg = compose_config("evaluate", ["ckpt_path=x", "infer.window=64", "infer.overlap=16"])
     model = DtypeProbe()
     cpu_prob = SlidingWindowPredictor(DtypeProbe(), 64, 16)(np.ones((4, 80, 70), np.float32))
-    predictor = predictor_for(cfg, SimpleNamespace(model=model))
+    predictor = predictor_for(InferSettings.from_config(cfg), SimpleNamespace(model=model))
     assert predictor.device.type == "cuda"
     assert all(p.device.type == "cuda" for p in predictor.model.parameters())
     expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
@@ -160,4 +163,9 @@ def test_forward_takes_cpu_batches_and_returns_cpu_tensors():
 @needs_gpu
 def test_explicit_batch_size_is_kept_on_the_gpu(compose_config):
     cfg = compose_config("evaluate", ["ckpt_path=x", "infer.device=cuda", "infer.batch_size=3"])
-    assert predictor_for(cfg, SimpleNamespace(model=pixelwise_model())).batch_size == 3
+    assert (
+        predictor_for(
+            InferSettings.from_config(cfg), SimpleNamespace(model=pixelwise_model())
+        ).batch_size
+        == 3
+    )

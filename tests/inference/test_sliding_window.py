@@ -14,6 +14,7 @@ from torch import nn
 
 from sn7.errors import ConfigError
 from sn7.inference.sliding_window import (
+    InferSettings,
     SlidingWindowPredictor,
     blend_weights,
     predictor_for,
@@ -96,13 +97,13 @@ def test_predictor_for_reads_the_infer_config(compose_config):
             "infer.tta=true",
         ],
     )
-    predictor = predictor_for(cfg, SimpleNamespace(model=pixelwise_model()))
+    predictor = predictor_for(
+        InferSettings.from_config(cfg), SimpleNamespace(model=pixelwise_model())
+    )
     assert (predictor.window, predictor.overlap, predictor.batch_size) == (128, 24, 2)
     assert predictor.tta
-    assert not predictor_for(
-        compose_config("predict", ["ckpt_path=x", "input=y"]),
-        SimpleNamespace(model=pixelwise_model()),
-    ).tta
+    default = InferSettings.from_config(compose_config("predict", ["ckpt_path=x", "input=y"]))
+    assert not predictor_for(default, SimpleNamespace(model=pixelwise_model())).tta
 
 
 def test_default_windows_on_a_1023_tile():
