@@ -5,7 +5,7 @@ function (a lazy import is still a dependency) and one under TYPE_CHECKING.
     0  sn7/utils/, sn7/errors.py, sn7/constants.py, sn7/__init__.py
     1  sn7/data/, sn7/models/, sn7/metrics/
     2  sn7/inference/, sn7/evaluation/, sn7/lit/, sn7/viz/, sn7/checks.py (checks data options)
-    3  stages: sn7/prepare.py, train.py, evaluate.py, predict.py, convert.py
+    3  stages: sn7/prepare.py, train.py, evaluate.py, predict.py, convert.py, series.py
     4  entry points at the repository root (prepare.py, train.py, ...): nothing may import them
 """
 
@@ -37,6 +37,7 @@ FLOORS = {
     "sn7.evaluate": 3,
     "sn7.predict": 3,
     "sn7.convert": 3,
+    "sn7.series": 3,
 }
 ENTRY_POINTS = {p.stem for p in REPO.glob("*.py")}
 

@@ -72,9 +72,14 @@ class ScotResult:
     change_score: float
     scot: float
     month_f1: tuple[float, ...]  # F1 at IoU > 0.25 of each month (1.0 for an empty-empty month)
+    # change counts of each month (0, 0, 0 for the first): where in time change is won or lost
+    month_change_tp: tuple[int, ...] = ()
+    month_change_fp: tuple[int, ...] = ()
+    month_change_fn: tuple[int, ...] = ()
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "month_f1": list(self.month_f1)}
+        out = asdict(self)
+        return out | {k: list(v) for k, v in out.items() if isinstance(v, tuple)}
 
 
 def _check_month(ids: Sequence[Hashable], geoms: Sequence[BaseGeometry], what: str) -> list:
@@ -99,6 +104,10 @@ class ScotAccumulator:
         self._partner_of_pred: dict = {}
         self._month_f1: list[float] = []
         self._n = dict.fromkeys(("tp", "fp", "fn", "mm", "ctp", "cfp", "cfn"), 0)
+        self._month_change: list[tuple[int, int, int]] = []
+        # per month: prediction ids booked as change FPs, truth ids booked as change FNs
+        self.false_new: list[frozenset] = []
+        self.missed_new: list[frozenset] = []
 
     def add_month(
         self,
@@ -122,16 +131,27 @@ class ScotAccumulator:
             earlier_p = self._partner_of_truth.get(g, p)
             earlier_g = self._partner_of_pred.get(p, g)
             n["mm"] += earlier_p != p or earlier_g != g
+        false_new: set = set()
+        missed_new: set = set()
+        change_tp = 0
         if self._month_f1:  # change is scored from the second month on
             for g, p in pairs:
                 new_g, new_p = g not in self._seen_truth, p not in self._seen_pred
-                n["ctp"] += new_g and new_p
-                n["cfp"] += new_p and not new_g
-                n["cfn"] += new_g and not new_p
+                change_tp += new_g and new_p
+                if new_p and not new_g:
+                    false_new.add(p)
+                if new_g and not new_p:
+                    missed_new.add(g)
             matched_g = {g for g, _ in pairs}
             matched_p = {p for _, p in pairs}
-            n["cfp"] += len(set(pred_ids) - matched_p - self._seen_pred)
-            n["cfn"] += len(set(truth_ids) - matched_g - self._seen_truth)
+            false_new |= set(pred_ids) - matched_p - self._seen_pred
+            missed_new |= set(truth_ids) - matched_g - self._seen_truth
+        n["ctp"] += change_tp
+        n["cfp"] += len(false_new)
+        n["cfn"] += len(missed_new)
+        self._month_change.append((change_tp, len(false_new), len(missed_new)))
+        self.false_new.append(frozenset(false_new))
+        self.missed_new.append(frozenset(missed_new))
         for g, p in pairs:
             self._partner_of_truth[g] = p
             self._partner_of_pred[p] = g
@@ -162,6 +182,9 @@ class ScotAccumulator:
             change_score=change,
             scot=combine(change, track, self.beta),
             month_f1=tuple(self._month_f1),
+            month_change_tp=tuple(c[0] for c in self._month_change),
+            month_change_fp=tuple(c[1] for c in self._month_change),
+            month_change_fn=tuple(c[2] for c in self._month_change),
         )
 
 

@@ -3,13 +3,15 @@ truth, so one picture shows whether new construction is found in the right month
 term) and whether old buildings wrongly "appear" later (ids lost by the tracker).
 
 Buildings standing in the first month are grey, later months run through a colour ramp, and a
-newer building is drawn over an older one. The PNG has an exact pixel size (no tight bounding box):
-each panel is the raster scaled by an integer factor to about PANEL_PX, plus fixed margins.
+newer building is drawn over an older one. `change_errors_map` draws the errors of the change
+term instead: new buildings found in their month, missed new ones, and false new ones. The PNG
+has an exact pixel size (no tight bounding box): each panel is the raster scaled by an integer
+factor to about PANEL_PX, plus fixed margins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -125,5 +127,83 @@ def change_map(
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")  # no bbox_inches="tight": the size is exact
+    plt.close(fig)
+    return path
+
+
+# change_errors_map's classes, drawn in this order (a later class lies on top)
+ERROR_CLASSES = (
+    ("standing from the first month", (200, 200, 200)),
+    ("new, found in its month", (40, 160, 70)),
+    ("missed new (truth)", (30, 110, 230)),
+    ("false new (prediction)", (220, 40, 40)),
+)
+
+
+def change_errors_raster(
+    truth: TrackedMonths,
+    tracked: TrackedMonths,
+    false_new: Iterable[Iterable],
+    missed_new: Iterable[Iterable],
+    shape: tuple[int, int],
+) -> np.ndarray:
+    """(H, W) uint8: 0 background, else 1 + the index of the ERROR_CLASSES class on top there.
+
+    A true building new after month 0 is "found" unless SCOT booked it as a missed new one in its
+    month; false and missed new ones are drawn with their latest footprint.
+    """
+    missed = set().union(*map(set, missed_new))
+    false = set().union(*map(set, false_new))
+    truth_fp, pred_fp = truth.footprints(), tracked.footprints()
+    new = {i for i, t in truth.first_seen.items() if t > 0}
+    shapes = (
+        [(g, 1) for i, g in truth_fp.items() if i not in new]
+        + [(truth_fp[i], 2) for i in new - missed]
+        + [(truth_fp[i], 3) for i in missed if i in truth_fp]
+        + [(pred_fp[i], 4) for i in false if i in pred_fp]
+    )
+    if not shapes:
+        return np.zeros(shape, np.uint8)
+    return features.rasterize(shapes, out_shape=shape, transform=Affine.identity(), dtype="uint8")
+
+
+def change_errors_map(
+    truth: TrackedMonths,
+    tracked: TrackedMonths,
+    false_new: Sequence[Iterable],
+    missed_new: Sequence[Iterable],
+    shape: tuple[int, int],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """Write the PNG of `change_errors_raster` (one panel and a legend with each class's count)."""
+    classes = change_errors_raster(truth, tracked, false_new, missed_new, shape)
+    palette = np.array([BACKGROUND, *(c for _, c in ERROR_CLASSES)], np.uint8)
+    scale = max(1, PANEL_PX // max(shape))
+    width, height = figure_size(shape, 1)
+    fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes(
+        (MARGIN / width, MARGIN / height, shape[1] * scale / width, shape[0] * scale / height)
+    )
+    ax.imshow(palette[classes].repeat(scale, axis=0).repeat(scale, axis=1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    n_false = sum(len(set(ids)) for ids in false_new)
+    n_missed = sum(len(set(ids)) for ids in missed_new)
+    n_new = sum(t > 0 for t in truth.first_seen.values())
+    counts = [len(truth.first_seen) - n_new, n_new - len(set().union(*map(set, missed_new))),
+              n_missed, n_false]  # fmt: skip
+    fig.legend(
+        [Patch(color=np.asarray(c) / 255) for _, c in ERROR_CLASSES],
+        [f"{name}: {n}" for (name, _), n in zip(ERROR_CLASSES, counts, strict=True)],
+        loc="upper left",
+        bbox_to_anchor=((width - LEGEND_PX + MARGIN) / width, 1 - TITLE_PX / height),
+        frameon=False,
+        fontsize=7,
+    )
+    fig.text(MARGIN / width, 1 - 12 / height, title or "change errors", fontsize=10, va="top")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format="png")
     plt.close(fig)
     return path

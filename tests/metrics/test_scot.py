@@ -279,3 +279,21 @@ def test_accumulator_equals_the_definition_on_random_series(seed):
     r = scot_aoi(truth, pred)
     assert (r.mismatches, r.change_tp, r.change_fp, r.change_fn) == _by_definition(truth, pred)
     assert r.mismatches > 0 and r.change_tp > 0 and r.change_fp > 0 and r.change_fn > 0
+
+
+def test_change_counts_and_ids_per_month():
+    # g2 appears in month 2 and is found one month late (p2 new in month 3 on an old truth); p9 is
+    # a new prediction on nothing in month 2. Month 2: TP 0, FP 1 (p9), FN 1 (g2); month 3: FP 1.
+    truth = [month(g1=1), month(g1=1, g2=2), month(g1=1, g2=2)]
+    pred = [month(p1=1), month(p1=1, p9=5), month(p1=1, p2=2)]
+    acc = ScotAccumulator()
+    for (t_ids, t_geoms), (p_ids, p_geoms) in zip(truth, pred, strict=True):
+        acc.add_month(t_ids, t_geoms, p_ids, p_geoms)
+    r = acc.result()
+    assert r.month_change_tp == (0, 0, 0)
+    assert r.month_change_fp == (0, 1, 1)
+    assert r.month_change_fn == (0, 1, 0)
+    assert (sum(r.month_change_fp), sum(r.month_change_fn)) == (r.change_fp, r.change_fn)
+    assert acc.false_new == [frozenset(), {"p9"}, {"p2"}]
+    assert acc.missed_new == [frozenset(), {"g2"}, frozenset()]
+    assert r.as_dict()["month_change_fp"] == [0, 1, 1]

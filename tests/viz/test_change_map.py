@@ -62,3 +62,15 @@ def test_change_map_writes_a_png_of_the_expected_size(tmp_path):
 def test_change_map_refuses_mismatched_months(tmp_path):
     with pytest.raises(ValueError, match="month names"):
         change_map(_tracked(), None, MONTHS[:3], (64, 64), tmp_path / "x.png")
+
+
+def test_change_errors_mark_found_missed_and_false_new(tmp_path):
+    from sn7.viz.change_map import change_errors_map, change_errors_raster
+
+    old, found, missed, false = (box(x, 5, x + 6, 11) for x in (2, 12, 22, 32))
+    truth = TrackedMonths([[(1, old)], [(1, old), (2, found), (3, missed)]])
+    pred = TrackedMonths([[(7, old)], [(7, old), (8, found), (9, false)]])
+    classes = change_errors_raster(truth, pred, [set(), {9}], [set(), {3}], (16, 48))
+    assert [classes[8, x] for x in (4, 14, 24, 34, 45)] == [1, 2, 3, 4, 0]
+    path = change_errors_map(truth, pred, [set(), {9}], [set(), {3}], (16, 48), tmp_path / "e.png")
+    assert mpimg.imread(path).shape[:2] == figure_size((16, 48), 1)[::-1]
