@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 import sn7  # noqa: F401  (registers the OmegaConf resolvers the configs use)
-from sn7.data.synthetic import SyntheticRoot, make_sn7_root
+from sn7.testing.synthetic import SyntheticRoot, make_sn7_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"

@@ -24,7 +24,6 @@ from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
 from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png
-from sn7.data.synthetic import aoi_name, make_sn7_root
 from sn7.errors import ConfigError
 from sn7.evaluate import evaluate
 from sn7.inference.checkpoint import check_against_checkpoint, load_model
@@ -36,6 +35,7 @@ from sn7.inference.tiles import read_tile
 from sn7.metrics.buildings import match_buildings
 from sn7.metrics.pixel import scores, threshold_grid
 from sn7.models.tiny_unet import TinyUNet
+from sn7.testing.synthetic import aoi_name, make_sn7_root
 from sn7.train import train
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,11 +28,11 @@ from shapely.geometry import box
 
 import sn7.viz.gallery
 from sn7.checks import check_predict
-from sn7.data.synthetic import PIXEL_SIZE, make_sn7_root
 from sn7.errors import CheckpointError, ConfigError, DataError
 from sn7.inference.checkpoint import load_model
 from sn7.inference.thresholds import SelectedThresholds, file_sha256, thresholds_path
 from sn7.predict import predict, resolve_threshold
+from sn7.testing.synthetic import PIXEL_SIZE, make_sn7_root
 
 REPO = Path(__file__).resolve().parents[1]
 UTM = "EPSG:32610"

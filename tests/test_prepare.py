@@ -22,9 +22,9 @@ from sn7.data.mask_cache import MaskIndex, mask_path, masks_dir, verify_mask_cac
 from sn7.data.masks import RasterizeSettings
 from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png, write_png
-from sn7.data.synthetic import make_sn7_root
 from sn7.errors import ConfigError, DataError
 from sn7.prepare import prepare
+from sn7.testing.synthetic import make_sn7_root
 from sn7.utils.atomic import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]

@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 
 from sn7.data.mask_cache import masks_dir
 from sn7.data.raster_io import read_png
-from sn7.data.synthetic import make_sn7_root
 from sn7.prepare import prepare
+from sn7.testing.synthetic import make_sn7_root
 from sn7.utils.atomic import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]

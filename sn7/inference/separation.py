@@ -8,9 +8,9 @@ core in order of decreasing distance to its edge (a watershed on -distance by im
 finally over the rest of the mask.
 
 Markers are eroded core parts, not local maxima of the distance transform: on synthetic L-shapes
-and rectangles (sn7.data.synthetic, blurred 1 px) the maxima split 19-47% of clean single buildings
-(min_distance 3..1), eroded cores none, and 1.5% with smooth noise (sd 0.05), while still splitting
-59% of touching pairs joined by a neck (min_distance 2).
+and rectangles (sn7.testing.synthetic, blurred 1 px) the maxima split 19-47% of clean single
+buildings (min_distance 3..1), eroded cores none, and 1.5% with smooth noise (sd 0.05), while still
+splitting 59% of touching pairs joined by a neck (min_distance 2).
 
 scikit-image is not a dependency, and `scipy.ndimage.watershed_ift` (a max-arc image foresting
 transform) hands a whole plateau to one marker, so the flooding is done here with growth steps

@@ -19,7 +19,7 @@ from sn7.data.mask_cache import (
 )
 from sn7.data.masks import RasterizeSettings
 from sn7.data.raster_io import read_png, write_png
-from sn7.data.synthetic import make_sn7_root
+from sn7.testing.synthetic import make_sn7_root
 from sn7.utils.atomic import TMP_MARK
 
 SETTINGS = RasterizeSettings()

@@ -12,7 +12,7 @@ variant, and returns what the masks must be. The choices that make the ground tr
 - UDM (cloud) polygons are inset by a quarter pixel, so `all_touched=True` (how UDMs are burned) and
   the centre rule cover exactly the same pixels.
 
-Usage: `python -m sn7.data.synthetic DIR` writes the default dataset to DIR.
+Usage: `python -m sn7.testing.synthetic DIR` writes the default dataset to DIR.
 """
 
 from __future__ import annotations

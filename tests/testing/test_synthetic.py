@@ -1,4 +1,4 @@
-"""The synthetic SN7 generator (sn7.data.synthetic) as a time series: building ids persist across
+"""The synthetic SN7 generator (sn7.testing.synthetic) as a time series: building ids persist across
 months and buildings appear mid-stack, as in labels_match, so SCOT can be tested on it."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 from sn7.data.footprints import load_footprints
 from sn7.data.layout import discover_images
 from sn7.data.raster_io import raster_info
-from sn7.data.synthetic import make_sn7_root
 from sn7.metrics.scot import scot_aoi
+from sn7.testing.synthetic import make_sn7_root
 
 
 def test_ids_persist_and_new_buildings_appear(tmp_path):
