@@ -24,7 +24,7 @@ from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png, write_png
 from sn7.errors import ConfigError, DataError
 from sn7.prepare import prepare
-from sn7.testing.synthetic import make_sn7_root
+from sn7.testing.synthetic import make_every_case_root, make_sn7_root
 from sn7.utils.atomic import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,16 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def root(tmp_path):
     """3 AOIs x 3 months of 64 px, with alpha=0, a cloud and a UDM raster; editable."""
-    return make_sn7_root(
-        tmp_path / "root",
-        aois=3,
-        months=3,
-        size=(64, 64),
-        n_buildings=4,
-        blank_months=["2018_02"],
-        cloud_months=["2018_03"],
-        udm_raster_months=["2018_03"],
-    )
+    return make_every_case_root(tmp_path / "root", aois=3, months=3)
 
 
 @pytest.fixture
