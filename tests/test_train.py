@@ -11,6 +11,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -24,6 +25,7 @@ from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+from sn7.data.input_spec import InputSpec
 from sn7.inference.checkpoint import load_model
 from sn7.lit.callbacks import TensorBoardPanels
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
@@ -101,17 +103,8 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
     model = instantiate(cfg.model)
     assert isinstance(model, TinyUNet) and model.encoders[0][0].in_channels == len(cfg.data.bands)
     assert isinstance(instantiate(cfg.loss), SegmentationLoss)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-    assert isinstance(optimizer, torch.optim.Optimizer)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    if cfg.scheduler and cfg.scheduler.get("scheduler"):
-        kwargs = {}  # what SegmentationTask.configure_optimizers fills in at runtime
-        if cfg.scheduler.get("total_steps_arg"):
-            kwargs[cfg.scheduler.total_steps_arg] = 10
-        if cfg.scheduler.get("clock_arg"):  # a time budget: the config brings its callback
-            (kwargs[cfg.scheduler.clock_arg],) = [c for c in callbacks if isinstance(c, TimeBudget)]
-        scheduler = instantiate(cfg.scheduler.scheduler)(optimizer, **kwargs)
-        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    assert_optimisation_follows_the_config(cfg, callbacks)
     for key, base in (("callbacks", pl.Callback), ("logger", pl.loggers.Logger)):
         entries = cfg.get(key) or {}
         targets = [e._target_ for e in entries.values() if e and "_target_" in e]
@@ -124,6 +117,53 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
         assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
     else:
         assert group == "trainer" and cfg.trainer.accelerator == "gpu"
+
+
+STEPS = 10  # the stub trainer's estimated_stepping_batches
+
+
+def assert_optimisation_follows_the_config(cfg, callbacks) -> None:
+    """SegmentationTask.configure_optimizers, run as Lightning would (the trainer a stub that
+    knows the step count and the callbacks), gives what the config asks for: its optimizer over
+    every parameter with its weight decay, and an lr that peaks at `optimizer.lr` (a schedule
+    starts at or rises to it, then anneals) over the whole run, in steps or in budget time."""
+    task = SegmentationTask(
+        model=cfg.model,
+        loss=cfg.loss,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler or None,
+        input_spec=InputSpec.from_data_cfg(cfg.data).to_dict(),
+    )
+    task.trainer = SimpleNamespace(estimated_stepping_batches=STEPS, callbacks=callbacks)
+    configured = task.configure_optimizers()
+    has_schedule = bool(cfg.scheduler and cfg.scheduler.get("scheduler"))
+    optimizer = configured["optimizer"] if has_schedule else configured
+    assert type(optimizer) is get_class(cfg.optimizer._target_)
+    (group,) = optimizer.param_groups
+    assert {id(p) for p in group["params"]} == {id(p) for p in task.parameters()}
+    assert group["weight_decay"] == cfg.optimizer.weight_decay
+    if not has_schedule:
+        assert group["lr"] == cfg.optimizer.lr
+        return
+    scheduler = configured["lr_scheduler"]["scheduler"]
+    assert type(scheduler) is get_class(cfg.scheduler.scheduler._target_)
+    assert configured["lr_scheduler"]["interval"] == cfg.scheduler.get("interval", "step")
+    lrs = [group["lr"]]
+    if cfg.scheduler.get("clock_arg"):  # the clock is the config's TimeBudget callback
+        (budget,) = [c for c in callbacks if isinstance(c, TimeBudget)]
+        assert scheduler.clock is budget
+        for k in range(1, STEPS + 1):  # the budget's time spent in tenths
+            budget.elapsed_seconds = budget.budget_seconds * k / STEPS
+            optimizer.step()  # no gradients: changes nothing, but keeps the order Lightning has
+            scheduler.step()
+            lrs.append(group["lr"])
+    else:  # the schedule spans the trainer's step count
+        for _ in range(STEPS - 1):
+            optimizer.step()
+            scheduler.step()
+            lrs.append(group["lr"])
+    assert max(lrs) == pytest.approx(cfg.optimizer.lr)
+    assert lrs[-1] < cfg.optimizer.lr / 10, lrs  # annealed by the end of the run
 
 
 def assert_global_values_applied(cfg, choice_cfg) -> None:
