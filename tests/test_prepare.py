@@ -183,6 +183,27 @@ def test_prepare_self_heals_a_damaged_mask(root, work, prepare_cfg, damage):
     np.testing.assert_array_equal(read_png(png), root.tiles[key].mask)
 
 
+@pytest.mark.parametrize("verify_sample", [0, 9])
+def test_verify_sample_catches_a_plausible_wrong_mask(root, work, prepare_cfg, verify_sample):
+    """A cached mask with valid values but the wrong content passes every cheap check; only the
+    re-rasterised sample can catch it. With the sample covering all 9 masks prepare rebuilds it;
+    with no sample it stays (which is why the sample exists)."""
+    prepare(prepare_cfg(root.root, work), quiet=True)
+    tile = discover_images(root.root)[3]
+    key, png = tile.key, mask_path(work, tile)
+    truth = root.tiles[key].mask
+    assert (truth == 1).any()
+    write_png(png, np.where(truth == 1, 0, truth).astype(np.uint8))  # buildings erased
+    cfg = prepare_cfg(root.root, work, f"data.verify_sample={verify_sample}")
+    prepared = prepare(cfg, quiet=True)
+    if verify_sample:
+        assert prepared.report.built == [key]
+        np.testing.assert_array_equal(read_png(png), truth)
+    else:
+        assert prepared.report.built == []
+        assert not (read_png(png) == 1).any()
+
+
 def test_split_and_subset_options_reach_the_artifacts(root, work, prepare_cfg):
     val = root.aois[1]
     test = root.aois[2]
@@ -228,24 +249,43 @@ def test_training_seed_leaves_split_and_subset_alone(root, work, prepare_cfg):
     assert len(splits) > 1 and len(subsets) > 1  # ...which do choose
 
 
-def test_cli_reports_a_user_error_in_one_line(tmp_path):
-    result = subprocess.run(
+def run_prepare_cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             "prepare.py",
             f"data.root={tmp_path / 'missing'}",
             f"data.work_dir={tmp_path / 'work'}",
             f"hydra.run.dir={tmp_path / 'run'}",
+            *overrides,
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "SN7_DEBUG"},
     )
+
+
+MISSING_ROOT = "{}: data root does not exist (set data.root=...)"
+
+
+def test_cli_reports_a_user_error_in_one_line(tmp_path):
+    result = run_prepare_cli(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"sn7 error: {tmp_path / 'missing'}: data root does not exist (set data.root=...)"
+        "sn7 error: " + MISSING_ROOT.format(tmp_path / "missing")
     ]
+
+
+def test_debug_errors_shows_the_traceback_instead(tmp_path):
+    result = run_prepare_cli(tmp_path, "debug_errors=true")
+    assert result.returncode == 1
+    assert "sn7 error:" not in result.stderr
+    assert "Traceback (most recent call last):" in result.stderr
+    assert "in discover_images" in result.stderr  # the frame that raised
+    raised = "sn7.errors.DataError: " + MISSING_ROOT.format(tmp_path / "missing")
+    assert raised in result.stderr.splitlines(), result.stderr
 
 
 # --- crash safety -----------------------------------------------------------------------------

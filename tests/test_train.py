@@ -26,6 +26,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from sn7.data.input_spec import InputSpec
+from sn7.errors import DataError
 from sn7.inference.checkpoint import load_model
 from sn7.lit.callbacks import TensorBoardPanels
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
@@ -550,6 +551,23 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_cfg, tmp_path, capsys)
     assert exc.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sn7 error:") and "no_such_root" in err[0]
+
+
+@pytest.mark.parametrize("how", ["debug_errors=true", "SN7_DEBUG=1"])
+def test_entry_point_debug_lets_the_error_through(tiny_cfg, tmp_path, capsys, monkeypatch, how):
+    """With debug_errors=true (or SN7_DEBUG=1) the error itself leaves main, traceback and all,
+    for Hydra to print, instead of the one `sn7 error:` line and exit 1."""
+    entry = load_entry_point()
+    monkeypatch.delenv("SN7_DEBUG", raising=False)
+    if how.startswith("SN7_DEBUG"):
+        monkeypatch.setenv("SN7_DEBUG", "1")
+        cfg = tiny_cfg(tmp_path / "no_such_root", tmp_path / "run")
+    else:
+        cfg = tiny_cfg(tmp_path / "no_such_root", tmp_path / "run", how)
+    with pytest.raises(DataError, match="no_such_root") as exc:
+        entry.main.__wrapped__(cfg)
+    assert exc.traceback[-1].name == "discover_images"  # the frame that raised it
+    assert "sn7 error:" not in capsys.readouterr().err
 
 
 # --- processes --------------------------------------------------------------------------------
