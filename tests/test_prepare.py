@@ -313,10 +313,10 @@ def _check_cache_after_kill(work: Path, truth) -> int:
     return n_masks
 
 
-def _wait_for_first_mask(work: Path, since_ns: int, proc: subprocess.Popen) -> None:
+def _wait_for_first_mask(work: Path, since_ns: int, running) -> None:
     """Block until the run has started writing masks, i.e. its build phase has begun."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and running():
         for png in masks_dir(work).glob("*/*.png"):  # a temp file left by a kill is older
             try:
                 if png.stat().st_mtime_ns >= since_ns:
@@ -326,63 +326,119 @@ def _wait_for_first_mask(work: Path, since_ns: int, proc: subprocess.Popen) -> N
         time.sleep(0.002)
 
 
-@pytest.mark.slow
-def test_prepare_survives_sigkill_at_random_moments(tmp_path):
-    """SIGKILL `python prepare.py` 20 times while it (re)builds 96 masks, then resume.
+# Forks one prepare per line of stdin (the work dir) and prints the child's pid; at the next
+# line, its wait status. The server imports sn7 and Hydra once, so a round costs the build, not
+# Python's start-up.
+PREPARE_SERVER = """
+import os, sys, traceback
+from hydra import compose, initialize_config_dir
+import sn7
+from sn7.prepare import prepare
+conf, root = sys.argv[1:3]
+with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    cfg = compose("prepare", overrides=[f"data.root={root}", "data.workers=1"])
+for line in sys.stdin:
+    cfg.data.work_dir = line.strip()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stdout is the pid channel
+        code = 0
+        try:
+            prepare(cfg, quiet=True)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    print(pid, flush=True)
+    sys.stdin.readline()  # reaped only when asked: until then the pid stays ours, a zombie
+    print(os.waitpid(pid, 0)[1], flush=True)
+"""
 
-    Kill moments are seeded-random within the build phase (which starts ~1 s after launch, once
-    Python has imported everything), so kills land while masks are being written: a PNG written
-    in place rather than renamed into place is caught in most runs.
-    """
-    truth = make_sn7_root(tmp_path / "root", aois=4, months=24, size=(384, 384), n_buildings=120)
-    work = tmp_path / "work"
-    labels = [p for p in truth.root.rglob("*_Buildings.geojson") if p.parent.name == "labels"]
 
-    def start(work_dir: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "prepare.py",
-                f"data.root={truth.root}",
-                f"data.work_dir={work_dir}",
-                "data.workers=1",
-                f"hydra.run.dir={tmp_path / 'run'}",
-            ],
+class PrepareServer:
+    def __init__(self, root: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PREPARE_SERVER, str(REPO / "conf"), str(root)],
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
 
-    calibration = start(tmp_path / "calibration")
-    _, err = calibration.communicate(timeout=120)
-    assert calibration.returncode == 0, err
-    written = [p.stat().st_mtime_ns for p in masks_dir(tmp_path / "calibration").rglob("*.png")]
-    build_seconds = (max(written) - min(written)) / 1e9  # first mask to last
+    def start(self, work: Path) -> int:
+        self.proc.stdin.write(f"{work}\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
-    rng = random.Random(20)
-    cut_mid_build = 0
-    for round_ in range(20):
-        # make every mask stale, so that each run rewrites PNGs over existing ones
-        for path in labels:
-            st = path.stat()
-            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        started_ns = time.time_ns()
-        proc = start(work)
-        _wait_for_first_mask(work, started_ns, proc)
-        time.sleep(rng.uniform(0.0, build_seconds))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        assert proc.returncode in (-signal.SIGKILL, 0), round_
-        _check_cache_after_kill(work, truth)
-        pngs = [p for p in masks_dir(work).rglob("*.png") if not p.name.startswith(TMP_MARK)]
-        rewritten = sum(p.stat().st_mtime_ns >= started_ns for p in pngs)
-        cut_mid_build += 0 < rewritten < len(truth.tiles)
-    assert cut_mid_build >= 10, f"only {cut_mid_build} of 20 kills landed mid-build"
+    def status(self) -> int:
+        """The wait status of the last run, once it has ended."""
+        self.proc.stdin.write("reap\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
-    final = start(work)
-    _, err = final.communicate(timeout=120)
-    assert final.returncode == 0, err
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+KILLS = 20
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks, reads /proc")
+def test_prepare_survives_sigkill_at_random_moments(tmp_path):
+    """SIGKILL prepare 20 times while it (re)builds 24 masks, then resume.
+
+    Each run is a forked copy of a process that has imported everything, so it starts building
+    at once. Kill moments are seeded-random, one in each twentieth of the build phase, so kills
+    land while masks are being written: a PNG written in place rather than renamed into place is
+    caught in most runs.
+    """
+    truth = make_sn7_root(tmp_path / "root", aois=4, months=6, size=(384, 384), n_buildings=120)
+    work = tmp_path / "work"
+    labels = [p for p in truth.root.rglob("*_Buildings.geojson") if p.parent.name == "labels"]
+    server = PrepareServer(truth.root)
+    try:
+        server.start(tmp_path / "calibration")
+        assert server.status() == 0
+        written = [p.stat().st_mtime_ns for p in masks_dir(tmp_path / "calibration").rglob("*.png")]
+        build_seconds = (max(written) - min(written)) / 1e9  # first mask to last
+
+        rng = random.Random(20)
+        moments = [(k + rng.random()) / KILLS * build_seconds for k in range(KILLS)]
+        rng.shuffle(moments)
+        cut_mid_build = 0
+        for round_, moment in enumerate(moments):
+            # make every mask stale, so that each run rewrites PNGs over existing ones
+            for path in labels:
+                st = path.stat()
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+            started_ns = time.time_ns()
+            pid = server.start(work)
+            _wait_for_first_mask(work, started_ns, lambda pid=pid: _running(pid))
+            time.sleep(moment)
+            os.kill(pid, signal.SIGKILL)
+            status = server.status()
+            assert os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) == 0, round_
+            _check_cache_after_kill(work, truth)
+            pngs = [p for p in masks_dir(work).rglob("*.png") if not p.name.startswith(TMP_MARK)]
+            rewritten = sum(p.stat().st_mtime_ns >= started_ns for p in pngs)
+            cut_mid_build += 0 < rewritten < len(truth.tiles)
+        assert cut_mid_build >= KILLS // 2, f"{cut_mid_build} of {KILLS} kills landed mid-build"
+        server.start(work)  # the resume
+        assert server.status() == 0
+    finally:
+        server.close()
+
     assert _check_cache_after_kill(work, truth) == len(truth.tiles)
     assert not list(masks_dir(work).rglob(f"{TMP_MARK}*"))
     tiles = discover_images(truth.root)
