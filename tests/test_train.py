@@ -647,7 +647,9 @@ def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_ov
 def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
     """Two CPU processes over gloo, spawned. Each rank validates different crops; what is logged
     (on every rank) is the metric over both ranks' pixels, and a value logged with sync_dist is
-    the mean over ranks. tests/rank_probe.py records what each rank saw."""
+    the mean over ranks. With scheduler=time_onecycle the TimeBudget clock is broadcast from
+    rank 0 at every step (sn7.lit.time_budget), so both ranks read the same time.
+    tests/rank_probe.py records what each rank saw."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the spawned ranks import it
     probe = tmp_path / "probe"
     cfg = tiny_cfg(
@@ -655,11 +657,13 @@ def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
         tmp_path,
         "trainer=ddp_sim",
         "debug=fast_dev_run",
+        "scheduler=time_onecycle",
         "+callbacks.rank_probe._target_=rank_probe.RankProbe",
         f"+callbacks.rank_probe.out_dir={probe}",
     )
     value = train(cfg)
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["clock"] == ranks[1]["clock"] > 0  # rank 0's clock, on both ranks
     counts = [r["counts"] for r in ranks]
     assert all(sum(c) > 0 for c in counts) and counts[0] != counts[1]
     expected = scores(*(a + b for a, b in zip(*counts, strict=True)))
