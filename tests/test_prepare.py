@@ -382,20 +382,12 @@ class PrepareServer:
         self.proc.wait(timeout=30)
 
 
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 KILLS = 20
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks, reads /proc")
-def test_prepare_survives_sigkill_at_random_moments(tmp_path):
+def test_prepare_survives_sigkill_at_random_moments(tmp_path, alive):
     """SIGKILL prepare 20 times while it (re)builds 24 masks, then resume.
 
     Each run is a forked copy of a process that has imported everything, so it starts building
@@ -424,7 +416,7 @@ def test_prepare_survives_sigkill_at_random_moments(tmp_path):
                 os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
             started_ns = time.time_ns()
             pid = server.start(work)
-            _wait_for_first_mask(work, started_ns, lambda pid=pid: _running(pid))
+            _wait_for_first_mask(work, started_ns, lambda pid=pid: alive(pid))
             time.sleep(moment)
             os.kill(pid, signal.SIGKILL)
             status = server.status()
