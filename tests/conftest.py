@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite: synthetic SN7 data, the real sample, composed configs.
 
 Data made here is session-scoped and read-only; a test that edits files makes its own root with
-`make_sn7_root(tmp_path, ...)` (a few tens of milliseconds).
+`make_every_case_root(tmp_path, ...)` or `make_sn7_root` (sn7.testing.synthetic; a few tens of
+milliseconds).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 import sn7  # noqa: F401  (registers the OmegaConf resolvers the configs use)
-from sn7.data.synthetic import SyntheticRoot, make_sn7_root
+from sn7.testing.synthetic import SyntheticRoot, make_every_case_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
@@ -30,16 +31,13 @@ def _compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:
 def synthetic_root(tmp_path_factory) -> SyntheticRoot:
     """2 AOIs x 4 months of 96x128 px: one month without buildings, one with an alpha=0 strip
     and a UDM_masks raster, one with a UDM cloud polygon. Read-only: tests must not edit it."""
-    return make_sn7_root(
+    return make_every_case_root(
         tmp_path_factory.mktemp("sn7_synthetic"),
         aois=2,
         months=4,
         size=(96, 128),
         n_buildings=10,
-        empty_months=["2018_02"],
-        blank_months=["2018_03"],
-        udm_raster_months=["2018_03"],
-        cloud_months=["2018_04"],
+        empty_month=True,
     )
 
 
@@ -200,6 +198,21 @@ def tiny_train_overrides() -> list[str]:
 def session_train_cfg() -> Callable[..., DictConfig]:
     """`train_cfg` for module- and session-scoped fixtures (one run shared by several tests)."""
     return _train_cfg
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not count). Reads /proc: Linux only."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="session")
+def alive() -> Callable[[int], bool]:
+    """`alive(pid)`: whether that process runs, a zombie not counted (reads /proc)."""
+    return _alive
 
 
 @pytest.fixture

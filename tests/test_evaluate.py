@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -24,7 +25,6 @@ from sn7.constants import IGNORE
 from sn7.data.input_spec import InputSpec
 from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png
-from sn7.data.synthetic import aoi_name, make_sn7_root
 from sn7.errors import ConfigError
 from sn7.evaluate import evaluate
 from sn7.evaluation.scope import data_config
@@ -36,6 +36,7 @@ from sn7.inference.tiles import read_tile
 from sn7.metrics.buildings import match_buildings
 from sn7.metrics.pixel import scores, threshold_grid
 from sn7.models.tiny_unet import TinyUNet
+from sn7.testing.synthetic import aoi_name, make_sn7_root
 from sn7.train import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -417,32 +418,23 @@ def _bad_checkpoints(folder: Path, tiny_checkpoint: Path) -> dict[str, tuple[Pat
     }
 
 
-@pytest.mark.slow
-def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_checkpoint):
-    cases = _bad_checkpoints(tmp_path / "ckpts", tiny_checkpoint)
-    procs = {  # started together: each spends seconds importing torch
-        name: subprocess.Popen(
-            [
-                sys.executable,
-                "evaluate.py",
-                f"ckpt_path={path}",
-                f"hydra.run.dir={tmp_path / 'run' / name.replace(' ', '_')}",
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, (path, _) in cases.items()
-    }
-    for name, proc in procs.items():
-        _, err = proc.communicate(timeout=300)
-        path, message = cases[name]
-        assert proc.returncode != 0, name
-        assert "Traceback" not in err, err
-        lines = err.strip().splitlines()
-        assert lines[-1].startswith(f"sn7 error: {path}: {message}"), (name, err)
-        assert len([line for line in lines if line.startswith("sn7 error:")]) == 1
+def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """evaluate.py's main() (Hydra's decorator aside) on each bad checkpoint: exit 1 and one
+    `sn7 error:` line naming the file and what is wrong. In-process, so the four cases cost no
+    torch import each; tests/inference/test_checkpoint.py runs the real `evaluate.py` process
+    on a hostile checkpoint."""
+    monkeypatch.delenv("SN7_DEBUG", raising=False)
+    spec = importlib.util.spec_from_file_location("sn7_evaluate_entry", REPO / "evaluate.py")
+    entry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entry)
+    for name, (path, message) in _bad_checkpoints(tmp_path / "ckpts", tiny_checkpoint).items():
+        cfg = evaluate_cfg(f"ckpt_path={path}", f"paths.run_dir={tmp_path / 'run' / name}")
+        with pytest.raises(SystemExit) as exc:
+            entry.main.__wrapped__(cfg)
+        assert exc.value.code == 1, name
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, (name, lines)
+        assert lines[0].startswith(f"sn7 error: {path}: {message}"), (name, lines)
 
 
 def test_building_threshold_is_chosen_on_the_selection_split(

@@ -22,6 +22,10 @@ from sn7.inference.sliding_window import SlidingWindowPredictor
 from sn7.lit.module import SegmentationTask
 from sn7.utils import hardware
 
+# One torch thread: on a shared 2-core machine two OpenMP threads make these training steps many
+# times slower whenever another job runs (see the one_torch_thread fixture).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 AVX2 = frozenset({"sse4_2", "avx", "avx2", "fma"})
 AVX512 = AVX2 | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
 

@@ -1,12 +1,15 @@
-"""The layer order of sn7 (shared/STYLE.md, "Layers of sn7"): a module imports only from its own
-floor or the floors below it, never from a higher one. Every import counts, also one inside a
-function (a lazy import is still a dependency) and one under TYPE_CHECKING.
+"""The layer order of sn7: a module imports only from its own floor or the floors below it,
+never from a higher one, so the low layers stay usable (and testable) without the stages above
+them. Every import counts, also one inside a function (a lazy import is still a dependency) and
+one under TYPE_CHECKING.
 
     0  sn7/utils/, sn7/errors.py, sn7/constants.py, sn7/__init__.py
-    1  sn7/data/, sn7/models/, sn7/metrics/
+    1  sn7/data/, sn7/models/, sn7/metrics/, sn7/testing/ (synthetic data for tests/benchmarks)
     2  sn7/inference/, sn7/evaluation/, sn7/lit/, sn7/viz/, sn7/checks.py (checks data options)
     3  stages: sn7/prepare.py, train.py, evaluate.py, predict.py, convert.py, series.py
     4  entry points at the repository root (prepare.py, train.py, ...): nothing may import them
+
+sn7/testing/ is off to the side: only tests/ and benchmarks/ may import it, no module of sn7.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ FLOORS = {
     "sn7.data": 1,
     "sn7.models": 1,
     "sn7.metrics": 1,
+    "sn7.testing": 1,
     "sn7.inference": 2,
     "sn7.evaluation": 2,
     "sn7.lit": 2,
@@ -94,6 +98,20 @@ def test_no_module_imports_a_higher_floor(path):
         elif existing(target) and floor(target) > floor(me):
             upward.append(f"{target} (floor {floor(target)})")
     assert not upward, f"{me} (floor {floor(me)}) imports upward: {', '.join(upward)}"
+
+
+TEST_ONLY = "sn7.testing"
+
+
+def test_only_tests_and_benchmarks_import_sn7_testing():
+    users = [
+        module_name(path)
+        for path in MODULES
+        if not module_name(path).startswith(TEST_ONLY)
+        and any(t == TEST_ONLY or t.startswith(TEST_ONLY + ".") for t in imports(path))
+    ]
+    users += [p.name for p in REPO.glob("*.py") if any(t.startswith(TEST_ONLY) for t in imports(p))]
+    assert not users, f"{TEST_ONLY} is for tests and benchmarks only; imported by {users}"
 
 
 def test_every_module_is_on_a_floor():

@@ -29,12 +29,12 @@ from shapely.geometry import box
 
 import sn7.viz.gallery
 from sn7.checks import check_predict
-from sn7.data.synthetic import PIXEL_SIZE, make_sn7_root
 from sn7.errors import CheckpointError, ConfigError, DataError
 from sn7.evaluation.thresholds import SelectedThresholds, file_sha256, thresholds_path
 from sn7.inference.checkpoint import load_model
 from sn7.inference.tracking import TrackSettings
 from sn7.predict import PredictSettings, predict, resolve_thresholds
+from sn7.testing.synthetic import PIXEL_SIZE, make_sn7_root
 
 REPO = Path(__file__).resolve().parents[1]
 UTM = "EPSG:32610"

@@ -22,9 +22,9 @@ from sn7.data.mask_cache import MaskIndex, mask_path, masks_dir, verify_mask_cac
 from sn7.data.masks import RasterizeSettings
 from sn7.data.prepared import load_prepared
 from sn7.data.raster_io import read_png, write_png
-from sn7.data.synthetic import make_sn7_root
 from sn7.errors import ConfigError, DataError
 from sn7.prepare import prepare
+from sn7.testing.synthetic import make_every_case_root, make_sn7_root
 from sn7.utils.atomic import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,16 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def root(tmp_path):
     """3 AOIs x 3 months of 64 px, with alpha=0, a cloud and a UDM raster; editable."""
-    return make_sn7_root(
-        tmp_path / "root",
-        aois=3,
-        months=3,
-        size=(64, 64),
-        n_buildings=4,
-        blank_months=["2018_02"],
-        cloud_months=["2018_03"],
-        udm_raster_months=["2018_03"],
-    )
+    return make_every_case_root(tmp_path / "root", aois=3, months=3)
 
 
 @pytest.fixture
@@ -192,6 +183,27 @@ def test_prepare_self_heals_a_damaged_mask(root, work, prepare_cfg, damage):
     np.testing.assert_array_equal(read_png(png), root.tiles[key].mask)
 
 
+@pytest.mark.parametrize("verify_sample", [0, 9])
+def test_verify_sample_catches_a_plausible_wrong_mask(root, work, prepare_cfg, verify_sample):
+    """A cached mask with valid values but the wrong content passes every cheap check; only the
+    re-rasterised sample can catch it. With the sample covering all 9 masks prepare rebuilds it;
+    with no sample it stays (which is why the sample exists)."""
+    prepare(prepare_cfg(root.root, work), quiet=True)
+    tile = discover_images(root.root)[3]
+    key, png = tile.key, mask_path(work, tile)
+    truth = root.tiles[key].mask
+    assert (truth == 1).any()
+    write_png(png, np.where(truth == 1, 0, truth).astype(np.uint8))  # buildings erased
+    cfg = prepare_cfg(root.root, work, f"data.verify_sample={verify_sample}")
+    prepared = prepare(cfg, quiet=True)
+    if verify_sample:
+        assert prepared.report.built == [key]
+        np.testing.assert_array_equal(read_png(png), truth)
+    else:
+        assert prepared.report.built == []
+        assert not (read_png(png) == 1).any()
+
+
 def test_split_and_subset_options_reach_the_artifacts(root, work, prepare_cfg):
     val = root.aois[1]
     test = root.aois[2]
@@ -237,24 +249,43 @@ def test_training_seed_leaves_split_and_subset_alone(root, work, prepare_cfg):
     assert len(splits) > 1 and len(subsets) > 1  # ...which do choose
 
 
-def test_cli_reports_a_user_error_in_one_line(tmp_path):
-    result = subprocess.run(
+def run_prepare_cli(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             "prepare.py",
             f"data.root={tmp_path / 'missing'}",
             f"data.work_dir={tmp_path / 'work'}",
             f"hydra.run.dir={tmp_path / 'run'}",
+            *overrides,
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
+        env={k: v for k, v in os.environ.items() if k != "SN7_DEBUG"},
     )
+
+
+MISSING_ROOT = "{}: data root does not exist (set data.root=...)"
+
+
+def test_cli_reports_a_user_error_in_one_line(tmp_path):
+    result = run_prepare_cli(tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"sn7 error: {tmp_path / 'missing'}: data root does not exist (set data.root=...)"
+        "sn7 error: " + MISSING_ROOT.format(tmp_path / "missing")
     ]
+
+
+def test_debug_errors_shows_the_traceback_instead(tmp_path):
+    result = run_prepare_cli(tmp_path, "debug_errors=true")
+    assert result.returncode == 1
+    assert "sn7 error:" not in result.stderr
+    assert "Traceback (most recent call last):" in result.stderr
+    assert "in discover_images" in result.stderr  # the frame that raised
+    raised = "sn7.errors.DataError: " + MISSING_ROOT.format(tmp_path / "missing")
+    assert raised in result.stderr.splitlines(), result.stderr
 
 
 # --- crash safety -----------------------------------------------------------------------------
@@ -282,10 +313,10 @@ def _check_cache_after_kill(work: Path, truth) -> int:
     return n_masks
 
 
-def _wait_for_first_mask(work: Path, since_ns: int, proc: subprocess.Popen) -> None:
+def _wait_for_first_mask(work: Path, since_ns: int, running) -> None:
     """Block until the run has started writing masks, i.e. its build phase has begun."""
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
+    while time.monotonic() < deadline and running():
         for png in masks_dir(work).glob("*/*.png"):  # a temp file left by a kill is older
             try:
                 if png.stat().st_mtime_ns >= since_ns:
@@ -295,63 +326,111 @@ def _wait_for_first_mask(work: Path, since_ns: int, proc: subprocess.Popen) -> N
         time.sleep(0.002)
 
 
-@pytest.mark.slow
-def test_prepare_survives_sigkill_at_random_moments(tmp_path):
-    """SIGKILL `python prepare.py` 20 times while it (re)builds 96 masks, then resume.
+# Forks one prepare per line of stdin (the work dir) and prints the child's pid; at the next
+# line, its wait status. The server imports sn7 and Hydra once, so a round costs the build, not
+# Python's start-up.
+PREPARE_SERVER = """
+import os, sys, traceback
+from hydra import compose, initialize_config_dir
+import sn7
+from sn7.prepare import prepare
+conf, root = sys.argv[1:3]
+with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    cfg = compose("prepare", overrides=[f"data.root={root}", "data.workers=1"])
+for line in sys.stdin:
+    cfg.data.work_dir = line.strip()
+    pid = os.fork()
+    if pid == 0:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # stdout is the pid channel
+        code = 0
+        try:
+            prepare(cfg, quiet=True)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        os._exit(code)
+    print(pid, flush=True)
+    sys.stdin.readline()  # reaped only when asked: until then the pid stays ours, a zombie
+    print(os.waitpid(pid, 0)[1], flush=True)
+"""
 
-    Kill moments are seeded-random within the build phase (which starts ~1 s after launch, once
-    Python has imported everything), so kills land while masks are being written: a PNG written
-    in place rather than renamed into place is caught in most runs.
-    """
-    truth = make_sn7_root(tmp_path / "root", aois=4, months=24, size=(384, 384), n_buildings=120)
-    work = tmp_path / "work"
-    labels = [p for p in truth.root.rglob("*_Buildings.geojson") if p.parent.name == "labels"]
 
-    def start(work_dir: Path) -> subprocess.Popen:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "prepare.py",
-                f"data.root={truth.root}",
-                f"data.work_dir={work_dir}",
-                "data.workers=1",
-                f"hydra.run.dir={tmp_path / 'run'}",
-            ],
+class PrepareServer:
+    def __init__(self, root: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PREPARE_SERVER, str(REPO / "conf"), str(root)],
             cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
             env={**os.environ, "OMP_NUM_THREADS": "1"},
         )
 
-    calibration = start(tmp_path / "calibration")
-    _, err = calibration.communicate(timeout=120)
-    assert calibration.returncode == 0, err
-    written = [p.stat().st_mtime_ns for p in masks_dir(tmp_path / "calibration").rglob("*.png")]
-    build_seconds = (max(written) - min(written)) / 1e9  # first mask to last
+    def start(self, work: Path) -> int:
+        self.proc.stdin.write(f"{work}\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
-    rng = random.Random(20)
-    cut_mid_build = 0
-    for round_ in range(20):
-        # make every mask stale, so that each run rewrites PNGs over existing ones
-        for path in labels:
-            st = path.stat()
-            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-        started_ns = time.time_ns()
-        proc = start(work)
-        _wait_for_first_mask(work, started_ns, proc)
-        time.sleep(rng.uniform(0.0, build_seconds))
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=60)
-        assert proc.returncode in (-signal.SIGKILL, 0), round_
-        _check_cache_after_kill(work, truth)
-        pngs = [p for p in masks_dir(work).rglob("*.png") if not p.name.startswith(TMP_MARK)]
-        rewritten = sum(p.stat().st_mtime_ns >= started_ns for p in pngs)
-        cut_mid_build += 0 < rewritten < len(truth.tiles)
-    assert cut_mid_build >= 10, f"only {cut_mid_build} of 20 kills landed mid-build"
+    def status(self) -> int:
+        """The wait status of the last run, once it has ended."""
+        self.proc.stdin.write("reap\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
 
-    final = start(work)
-    _, err = final.communicate(timeout=120)
-    assert final.returncode == 0, err
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+KILLS = 20
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks, reads /proc")
+def test_prepare_survives_sigkill_at_random_moments(tmp_path, alive):
+    """SIGKILL prepare 20 times while it (re)builds 24 masks, then resume.
+
+    Each run is a forked copy of a process that has imported everything, so it starts building
+    at once. Kill moments are seeded-random, one in each twentieth of the build phase, so kills
+    land while masks are being written: a PNG written in place rather than renamed into place is
+    caught in most runs.
+    """
+    truth = make_sn7_root(tmp_path / "root", aois=4, months=6, size=(384, 384), n_buildings=120)
+    work = tmp_path / "work"
+    labels = [p for p in truth.root.rglob("*_Buildings.geojson") if p.parent.name == "labels"]
+    server = PrepareServer(truth.root)
+    try:
+        server.start(tmp_path / "calibration")
+        assert server.status() == 0
+        written = [p.stat().st_mtime_ns for p in masks_dir(tmp_path / "calibration").rglob("*.png")]
+        build_seconds = (max(written) - min(written)) / 1e9  # first mask to last
+
+        rng = random.Random(20)
+        moments = [(k + rng.random()) / KILLS * build_seconds for k in range(KILLS)]
+        rng.shuffle(moments)
+        cut_mid_build = 0
+        for round_, moment in enumerate(moments):
+            # make every mask stale, so that each run rewrites PNGs over existing ones
+            for path in labels:
+                st = path.stat()
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+            started_ns = time.time_ns()
+            pid = server.start(work)
+            _wait_for_first_mask(work, started_ns, lambda pid=pid: alive(pid))
+            time.sleep(moment)
+            os.kill(pid, signal.SIGKILL)
+            status = server.status()
+            assert os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) == 0, round_
+            _check_cache_after_kill(work, truth)
+            pngs = [p for p in masks_dir(work).rglob("*.png") if not p.name.startswith(TMP_MARK)]
+            rewritten = sum(p.stat().st_mtime_ns >= started_ns for p in pngs)
+            cut_mid_build += 0 < rewritten < len(truth.tiles)
+        assert cut_mid_build >= KILLS // 2, f"{cut_mid_build} of {KILLS} kills landed mid-build"
+        server.start(work)  # the resume
+        assert server.status() == 0
+    finally:
+        server.close()
+
     assert _check_cache_after_kill(work, truth) == len(truth.tiles)
     assert not list(masks_dir(work).rglob(f"{TMP_MARK}*"))
     tiles = discover_images(truth.root)

@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 
 from sn7.data.mask_cache import masks_dir
 from sn7.data.raster_io import read_png
-from sn7.data.synthetic import make_sn7_root
 from sn7.prepare import prepare
+from sn7.testing.synthetic import make_sn7_root
 from sn7.utils.atomic import TMP_MARK
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +45,14 @@ def root(tmp_path_factory) -> Path:
 def clean(root, tmp_path_factory) -> Path:
     """The reference: the same root prepared without interruption, in-process on one worker."""
     work = tmp_path_factory.mktemp("clean") / "work"
+    prepare(_prepare_cfg(root, work), quiet=True)
+    return work
+
+
+def _prepare_cfg(root: Path, work: Path):
     overrides = [f"data.root={root}", f"data.work_dir={work}", "data.workers=1"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        prepare(compose("prepare", overrides=overrides), quiet=True)
-    return work
+        return compose("prepare", overrides=overrides)
 
 
 def _session_members(sid: int) -> list[int]:
@@ -98,7 +102,7 @@ MOMENTS = {
 
 
 @pytest.mark.parametrize("moment", list(MOMENTS))
-def test_killing_prepare_alone_leaves_no_worker_and_no_lock(root, clean, tmp_path, moment):
+def test_killing_prepare_alone_leaves_no_worker_and_no_lock(root, clean, tmp_path, moment, capfd):
     work = tmp_path / "work"
     proc = _prepare(root, work, tmp_path / "killed.log", start_new_session=True)
     seen: set[int] = set()
@@ -128,9 +132,10 @@ def test_killing_prepare_alone_leaves_no_worker_and_no_lock(root, clean, tmp_pat
         for pid in _session_members(proc.pid):
             os.kill(pid, signal.SIGKILL)
 
-    rerun = _prepare(root, work, tmp_path / "rerun.log")
-    assert rerun.wait(timeout=120) == 0, (tmp_path / "rerun.log").read_text()
-    log = (tmp_path / "rerun.log").read_text()
+    # the rerun in-process (what the next `python prepare.py` runs), on one worker
+    capfd.readouterr()
+    prepare(_prepare_cfg(root, work), quiet=True)
+    log = "".join(capfd.readouterr())
     assert "waiting" not in log
     assert f"previous holder pid {proc.pid} (dead) left the lock" in log
 

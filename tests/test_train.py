@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -25,6 +26,8 @@ from omegaconf import OmegaConf, open_dict
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
+from sn7.data.input_spec import InputSpec
+from sn7.errors import DataError
 from sn7.inference.checkpoint import load_model
 from sn7.lit.callbacks import TensorBoardPanels
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
@@ -102,17 +105,8 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
     model = instantiate(cfg.model)
     assert isinstance(model, TinyUNet) and model.encoders[0][0].in_channels == len(cfg.data.bands)
     assert isinstance(instantiate(cfg.loss), SegmentationLoss)
-    optimizer = instantiate(cfg.optimizer)(params=model.parameters())
-    assert isinstance(optimizer, torch.optim.Optimizer)
     callbacks = instantiate_group(cfg.get("callbacks"))
-    if cfg.scheduler and cfg.scheduler.get("scheduler"):
-        kwargs = {}  # what SegmentationTask.configure_optimizers fills in at runtime
-        if cfg.scheduler.get("total_steps_arg"):
-            kwargs[cfg.scheduler.total_steps_arg] = 10
-        if cfg.scheduler.get("clock_arg"):  # a time budget: the config brings its callback
-            (kwargs[cfg.scheduler.clock_arg],) = [c for c in callbacks if isinstance(c, TimeBudget)]
-        scheduler = instantiate(cfg.scheduler.scheduler)(optimizer, **kwargs)
-        assert isinstance(scheduler, torch.optim.lr_scheduler.LRScheduler)
+    assert_optimisation_follows_the_config(cfg, callbacks)
     for key, base in (("callbacks", pl.Callback), ("logger", pl.loggers.Logger)):
         entries = cfg.get(key) or {}
         targets = [e._target_ for e in entries.values() if e and "_target_" in e]
@@ -125,6 +119,53 @@ def test_every_choice_composes_and_builds(tmp_path, group, choice):
         assert trainer.max_epochs == (1 if cfg.trainer.fast_dev_run else cfg.trainer.max_epochs)
     else:
         assert group == "trainer" and cfg.trainer.accelerator == "gpu"
+
+
+STEPS = 10  # the stub trainer's estimated_stepping_batches
+
+
+def assert_optimisation_follows_the_config(cfg, callbacks) -> None:
+    """SegmentationTask.configure_optimizers, run as Lightning would (the trainer a stub that
+    knows the step count and the callbacks), gives what the config asks for: its optimizer over
+    every parameter with its weight decay, and an lr that peaks at `optimizer.lr` (a schedule
+    starts at or rises to it, then anneals) over the whole run, in steps or in budget time."""
+    task = SegmentationTask(
+        model=cfg.model,
+        loss=cfg.loss,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.scheduler or None,
+        input_spec=InputSpec.from_data_cfg(cfg.data).to_dict(),
+    )
+    task.trainer = SimpleNamespace(estimated_stepping_batches=STEPS, callbacks=callbacks)
+    configured = task.configure_optimizers()
+    has_schedule = bool(cfg.scheduler and cfg.scheduler.get("scheduler"))
+    optimizer = configured["optimizer"] if has_schedule else configured
+    assert type(optimizer) is get_class(cfg.optimizer._target_)
+    (group,) = optimizer.param_groups
+    assert {id(p) for p in group["params"]} == {id(p) for p in task.parameters()}
+    assert group["weight_decay"] == cfg.optimizer.weight_decay
+    if not has_schedule:
+        assert group["lr"] == cfg.optimizer.lr
+        return
+    scheduler = configured["lr_scheduler"]["scheduler"]
+    assert type(scheduler) is get_class(cfg.scheduler.scheduler._target_)
+    assert configured["lr_scheduler"]["interval"] == cfg.scheduler.get("interval", "step")
+    lrs = [group["lr"]]
+    if cfg.scheduler.get("clock_arg"):  # the clock is the config's TimeBudget callback
+        (budget,) = [c for c in callbacks if isinstance(c, TimeBudget)]
+        assert scheduler.clock is budget
+        for k in range(1, STEPS + 1):  # the budget's time spent in tenths
+            budget.elapsed_seconds = budget.budget_seconds * k / STEPS
+            optimizer.step()  # no gradients: changes nothing, but keeps the order Lightning has
+            scheduler.step()
+            lrs.append(group["lr"])
+    else:  # the schedule spans the trainer's step count
+        for _ in range(STEPS - 1):
+            optimizer.step()
+            scheduler.step()
+            lrs.append(group["lr"])
+    assert max(lrs) == pytest.approx(cfg.optimizer.lr)
+    assert lrs[-1] < cfg.optimizer.lr / 10, lrs  # annealed by the end of the run
 
 
 def assert_global_values_applied(cfg, choice_cfg) -> None:
@@ -517,6 +558,23 @@ def test_entry_point_reports_user_errors_in_one_line(tiny_cfg, tmp_path, capsys)
     assert len(err) == 1 and err[0].startswith("sn7 error:") and "no_such_root" in err[0]
 
 
+@pytest.mark.parametrize("how", ["debug_errors=true", "SN7_DEBUG=1"])
+def test_entry_point_debug_lets_the_error_through(tiny_cfg, tmp_path, capsys, monkeypatch, how):
+    """With debug_errors=true (or SN7_DEBUG=1) the error itself leaves main, traceback and all,
+    for Hydra to print, instead of the one `sn7 error:` line and exit 1."""
+    entry = load_entry_point()
+    monkeypatch.delenv("SN7_DEBUG", raising=False)
+    if how.startswith("SN7_DEBUG"):
+        monkeypatch.setenv("SN7_DEBUG", "1")
+        cfg = tiny_cfg(tmp_path / "no_such_root", tmp_path / "run")
+    else:
+        cfg = tiny_cfg(tmp_path / "no_such_root", tmp_path / "run", how)
+    with pytest.raises(DataError, match="no_such_root") as exc:
+        entry.main.__wrapped__(cfg)
+    assert exc.traceback[-1].name == "discover_images"  # the frame that raised it
+    assert "sn7 error:" not in capsys.readouterr().err
+
+
 # --- processes --------------------------------------------------------------------------------
 
 
@@ -612,7 +670,9 @@ def test_optuna_search_optimises_the_full_tile_iou(synthetic_root, tiny_train_ov
 def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
     """Two CPU processes over gloo, spawned. Each rank validates different crops; what is logged
     (on every rank) is the metric over both ranks' pixels, and a value logged with sync_dist is
-    the mean over ranks. tests/rank_probe.py records what each rank saw."""
+    the mean over ranks. With scheduler=time_onecycle the TimeBudget clock is broadcast from
+    rank 0 at every step (sn7.lit.time_budget), so both ranks read the same time.
+    tests/rank_probe.py records what each rank saw."""
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the spawned ranks import it
     probe = tmp_path / "probe"
     cfg = tiny_cfg(
@@ -620,11 +680,13 @@ def test_ddp_sim_fast_dev_run(synthetic_root, tiny_cfg, tmp_path, monkeypatch):
         tmp_path,
         "trainer=ddp_sim",
         "debug=fast_dev_run",
+        "scheduler=time_onecycle",
         "+callbacks.rank_probe._target_=rank_probe.RankProbe",
         f"+callbacks.rank_probe.out_dir={probe}",
     )
     value = train(cfg)
     ranks = [json.loads((probe / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["clock"] == ranks[1]["clock"] > 0  # rank 0's clock, on both ranks
     counts = [r["counts"] for r in ranks]
     assert all(sum(c) > 0 for c in counts) and counts[0] != counts[1]
     expected = scores(*(a + b for a, b in zip(*counts, strict=True)))

@@ -9,7 +9,7 @@ transform), and over the rest of the mask last; its queue breaks ties by entry t
 plateau (a neck of even width) is shared between the markers on either side.
 
 Markers are eroded core parts, not local maxima of the distance transform
-(`skimage.feature.peak_local_max`): on 1500 synthetic L-shapes and rectangles (sn7.data.synthetic
+(`skimage.feature.peak_local_max`): on 1500 synthetic L-shapes and rectangles (sn7.testing.synthetic
 placement, blurred 1 px, mask at 0.5) the maxima, flooded by the same watershed, split 47-94% of
 single buildings (min_distance 3..1), eroded cores none, and 0.7% with smooth noise (sd 0.05). An
 earlier measurement (hand-written flooding) found 19-47%, and that eroded cores still split 59% of

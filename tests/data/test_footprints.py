@@ -24,14 +24,14 @@ from sn7.data.footprints import load_footprints, read_feature_collection
 from sn7.data.layout import discover_images
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.raster_io import raster_info
-from sn7.data.synthetic import (
+from sn7.errors import DataError
+from sn7.testing.synthetic import (
     CRS84,
     EPSG3857,
     make_sn7_root,
     pixels_to_crs,
     write_feature_collection,
 )
-from sn7.errors import DataError
 
 H, W = 64, 80
 

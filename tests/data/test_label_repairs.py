@@ -9,8 +9,8 @@ from sn7.data.layout import discover_images
 from sn7.data.masks import RasterizeSettings, rasterize_tile
 from sn7.data.prepared import label_repairs_text
 from sn7.data.raster_io import raster_info
-from sn7.data.synthetic import make_sn7_root, pixels_to_crs, write_feature_collection
 from sn7.prepare import prepare
+from sn7.testing.synthetic import make_sn7_root, pixels_to_crs, write_feature_collection
 
 BOW_TIE = Polygon([(10, 20), (22, 28), (22, 20), (10, 28)])  # self-intersecting: repaired
 

@@ -7,8 +7,8 @@ import pytest
 from sn7.data.layout import date_of, discover_images
 from sn7.data.mask_cache import build_mask_cache
 from sn7.data.masks import RasterizeSettings
-from sn7.data.synthetic import make_sn7_root
 from sn7.errors import ConfigError, DataError
+from sn7.testing.synthetic import make_sn7_root
 
 
 def test_discovers_every_image_sorted_by_aoi_then_stem(synthetic_root):

@@ -19,26 +19,18 @@ from sn7.data.mask_cache import (
 )
 from sn7.data.masks import RasterizeSettings
 from sn7.data.raster_io import read_png, write_png
-from sn7.data.synthetic import make_sn7_root
+from sn7.testing.synthetic import make_every_case_root
 from sn7.utils.atomic import TMP_MARK
 
 SETTINGS = RasterizeSettings()
 
 
 class Cache:
-    """A fresh synthetic root (2 AOIs x 3 months, 64 px) and its cache folder."""
+    """A fresh synthetic root (2 AOIs x 3 months, 64 px, every special case) and its cache
+    folder."""
 
     def __init__(self, tmp_path):
-        self.truth = make_sn7_root(
-            tmp_path / "root",
-            aois=2,
-            months=3,
-            size=(64, 64),
-            n_buildings=4,
-            blank_months=["2018_02"],
-            cloud_months=["2018_03"],
-            udm_raster_months=["2018_03"],
-        )
+        self.truth = make_every_case_root(tmp_path / "root", aois=2, months=3)
         self.tiles = discover_images(self.truth.root)
         self.work = tmp_path / "work"
         self.keys = [t.key for t in self.tiles]

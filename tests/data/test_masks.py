@@ -12,8 +12,8 @@ from sn7.constants import BUILDING, IGNORE
 from sn7.data.layout import LABEL_SOURCES, discover_images
 from sn7.data.masks import RasterizeSettings, burn, rasterize_tile
 from sn7.data.raster_io import read_raster
-from sn7.data.synthetic import make_sn7_root
 from sn7.errors import DataError
+from sn7.testing.synthetic import make_sn7_root
 
 SOURCES = sorted(LABEL_SOURCES)
 

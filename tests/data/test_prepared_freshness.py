@@ -45,7 +45,7 @@ def test_fresh_artifacts_are_read_and_stale_ones_rebuilt(
 
 
 def test_an_edited_input_file_makes_the_artifacts_stale(tmp_path, prepare_cfg, builds):
-    from sn7.data.synthetic import make_sn7_root
+    from sn7.testing.synthetic import make_sn7_root
 
     root = make_sn7_root(tmp_path / "root", aois=2, months=2, size=(32, 32), n_buildings=2)
     cfg = prepare_cfg(root.root, tmp_path / "work")

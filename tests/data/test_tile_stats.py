@@ -10,10 +10,10 @@ import pytest
 from sn7.data.datasets import GridCropDataset
 from sn7.data.input_spec import InputSpec
 from sn7.data.prepared import prepare
-from sn7.data.synthetic import make_sn7_root
 from sn7.data.tile_stats import tile_stats
 from sn7.errors import ConfigError
 from sn7.inference.tiles import read_tile
+from sn7.testing.synthetic import make_sn7_root
 
 SPEC = InputSpec(
     bands=(1, 2, 3, 4),

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from sn7.data.synthetic import make_sn7_root
 from sn7.data.transforms import Augment
 from sn7.errors import ConfigError
 from sn7.lit.datamodule import SN7DataModule
+from sn7.testing.synthetic import make_sn7_root
 
 
 def datamodule(cfg) -> SN7DataModule:

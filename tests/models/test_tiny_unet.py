@@ -115,16 +115,61 @@ def test_upscale_keeps_the_input_size_and_trains(upscale, height, width):
         assert param.grad.abs().sum() > 0, name
 
 
-def test_upscale_is_the_plain_net_on_the_enlarged_input_pooled_back():
-    """Same weights: upscale=2 on x equals upscale=1 on x enlarged 2x (bilinear), each output
-    pixel the mean of the 2x2 logits it was enlarged into."""
-    torch.manual_seed(0)
-    model = TinyUNet(in_ch=3, base=2, depth=2, upscale=2).eval()
-    plain = TinyUNet(in_ch=3, base=2, depth=2, upscale=1).eval()
-    plain.load_state_dict(model.state_dict())
-    x = torch.rand(1, 3, 12, 20)
+def pass_through_unet(upscale: int) -> TinyUNet:
+    """A TinyUNet whose plain output is its input's first channel (for inputs >= 0): every conv
+    carries channel 0 through its centre tap, the decoders take it from the full-resolution skip,
+    batch norm is the identity (running var 1 - eps) and the ReLUs pass non-negative values."""
+    model = TinyUNet(in_ch=3, base=2, depth=2, upscale=upscale).eval()
     with torch.no_grad():
-        out = model(x)
-        big = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear")
-        expected = torch.nn.functional.avg_pool2d(plain(big), 2)
-    torch.testing.assert_close(out, expected)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.reset_parameters()
+                module.running_var.fill_(1 - module.eps)
+            elif isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
+        for block in [model.encoders[0], model.decoders[0]]:
+            for conv in (block[0], block[3]):
+                k = conv.kernel_size[0] // 2
+                # decoder 0's first conv sees [upsampled, skip]: channel 0 of the skip
+                source = (
+                    conv.in_channels // 2 if block is model.decoders[0] and conv is block[0] else 0
+                )
+                conv.weight[0, source, k, k] = 1.0
+        model.head.weight[0, 0, 0, 0] = 1.0
+    return model
+
+
+def smoothed(image: torch.Tensor, kernel: list[float]) -> torch.Tensor:
+    """`image` (H, W) convolved with kernel x kernel, the border pixels repeated."""
+    k = torch.tensor(kernel, dtype=image.dtype)
+    padded = torch.nn.functional.pad(image[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    rows = sum(k[i] * padded[i : i + image.shape[0], :] for i in range(3))
+    return sum(k[i] * rows[:, i : i + image.shape[1]] for i in range(3))
+
+
+# Bilinear enlargement (align_corners=False) by u, then the mean of each u x u block, is a 3-tap
+# filter per axis. u = 2: the two sub-pixels of x[i] are 1/4 x[i-1] + 3/4 x[i] and
+# 3/4 x[i] + 1/4 x[i+1], mean [1/8, 3/4, 1/8]; u = 3: 1/3 x[i-1] + 2/3 x[i], x[i] and
+# 2/3 x[i] + 1/3 x[i+1], mean [1/9, 7/9, 1/9]. At the border bilinear repeats the edge pixel.
+UPSCALE_FILTERS = {2: [1 / 8, 6 / 8, 1 / 8], 3: [1 / 9, 7 / 9, 1 / 9]}
+
+
+@pytest.mark.parametrize("upscale", sorted(UPSCALE_FILTERS))
+@pytest.mark.parametrize(("height", "width"), [(12, 20), (7, 10)], ids=str)
+def test_upscale_averages_the_logits_of_the_bilinearly_enlarged_input(upscale, height, width):
+    """The documented contract, on a net whose output is known: the pass-through net gives its
+    input back at upscale 1, and at upscale u the mean of the logits of the u x u bilinear
+    sub-pixels of every input pixel: values computed by hand above."""
+    x = torch.rand(1, 3, height, width)
+    with torch.no_grad():
+        plain = pass_through_unet(upscale=1)(x)
+        out = pass_through_unet(upscale=upscale)(x)
+    torch.testing.assert_close(plain[0, 0], x[0, 0])
+    assert out.shape == (1, 1, height, width)
+    torch.testing.assert_close(out[0, 0], smoothed(x[0, 0], UPSCALE_FILTERS[upscale]))
+    # a constant image stays constant, however the border is handled
+    with torch.no_grad():
+        flat = pass_through_unet(upscale=upscale)(torch.full((1, 3, height, width), 0.6))
+    torch.testing.assert_close(flat, torch.full_like(flat, 0.6))

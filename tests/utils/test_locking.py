@@ -92,14 +92,6 @@ def start(code: str, *args: str) -> Lines:
     return Lines(proc)
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.fixture
 def procs():
     """Processes started by a test; whatever is still running at the end is killed."""
@@ -163,7 +155,7 @@ def test_a_sigkilled_holder_frees_the_lock_and_the_next_run_notes_it(tmp_path, p
 
 
 @pytest.mark.parametrize("holder_file", [True, False], ids=["holder-record", "no-record"])
-def test_orphans_that_hold_the_lock_of_a_dead_run_are_named(tmp_path, procs, holder_file):
+def test_orphans_that_hold_the_lock_of_a_dead_run_are_named(tmp_path, procs, holder_file, alive):
     killed = start(ORPHAN, tmp_path, int(holder_file))
     orphan = int(killed.next())
     procs.append(orphan)
@@ -188,7 +180,7 @@ def test_orphans_that_hold_the_lock_of_a_dead_run_are_named(tmp_path, procs, hol
     assert waiter.rest() == []
 
 
-def test_a_forked_child_does_not_keep_the_lock_after_its_parent_dies(tmp_path, procs):
+def test_a_forked_child_does_not_keep_the_lock_after_its_parent_dies(tmp_path, procs, alive):
     """Pool workers are forked while prepare holds the lock; they must not inherit it."""
     code = """
 import os, signal, sys, time

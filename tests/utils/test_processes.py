@@ -16,14 +16,6 @@ REPO = Path(__file__).resolve().parents[2]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 def python(code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code, *args],
@@ -37,7 +29,7 @@ def python(code: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
 
 @linux_only
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
-def test_workers_end_when_their_parent_is_sigkilled(start_method):
+def test_workers_end_when_their_parent_is_sigkilled(start_method, alive):
     code = """
 import os, signal, sys, time
 from sn7.utils.processes import bound_process_pool

@@ -12,7 +12,7 @@ variant, and returns what the masks must be. The choices that make the ground tr
 - UDM (cloud) polygons are inset by a quarter pixel, so `all_touched=True` (how UDMs are burned) and
   the centre rule cover exactly the same pixels.
 
-Usage: `python -m sn7.data.synthetic DIR` writes the default dataset to DIR.
+Usage: `python -m sn7.testing.synthetic DIR` writes the default dataset to DIR.
 """
 
 from __future__ import annotations
@@ -185,6 +185,38 @@ def make_sn7_root(
             )
             tiles[gt.key] = gt
     return SyntheticRoot(root, dict(sorted(tiles.items())))
+
+
+def make_every_case_root(
+    root: str | Path,
+    aois: int = 2,
+    months: int = 3,
+    size: tuple[int, int] = (64, 64),
+    n_buildings: int = 4,
+    *,
+    empty_month: bool = False,
+) -> SyntheticRoot:
+    """`make_sn7_root` with every special case a mask must handle, on the last months.
+
+    The second-to-last month has the alpha = 0 strip and a `UDM_masks` raster, the last month a
+    UDM cloud polygon; with `empty_month` (4 months or more) the month before those has no
+    buildings. Earlier months are clear. With 4 months: 2018_02 empty, 2018_03 blank + UDM raster,
+    2018_04 clouded.
+    """
+    names = _month_names(months)
+    if len(names) < (4 if empty_month else 3):
+        raise ValueError(f"{len(names)} months leave no clear month before the special ones")
+    return make_sn7_root(
+        root,
+        aois=aois,
+        months=names,
+        size=size,
+        n_buildings=n_buildings,
+        empty_months=[names[-3]] if empty_month else [],
+        blank_months=[names[-2]],
+        udm_raster_months=[names[-2]],
+        cloud_months=[names[-1]],
+    )
 
 
 def _month_names(months: int | Sequence[str]) -> list[str]:
