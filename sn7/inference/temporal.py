@@ -41,6 +41,15 @@ def suffix_max_mean(
     return best
 
 
+def split_means(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every split of a (n,) score series (n >= 2) into months [0, k) and [k, n), k = 1..n-1:
+    the (n - 1,) means before and after it (the change point is where after - before peaks)."""
+    s = np.asarray(scores, np.float64)
+    csum = np.cumsum(s)
+    k = np.arange(1, len(s))
+    return csum[:-1] / k, (csum[-1] - csum[:-1]) / (len(s) - k)
+
+
 def monthly_scores(
     labels: np.ndarray,
     ids: np.ndarray,

@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 
 from sn7.errors import ConfigError
 from sn7.inference.footprints import FootprintSettings, cut_footprints
-from sn7.inference.temporal import monthly_scores, suffix_max_mean, temporal_mean
+from sn7.inference.temporal import monthly_scores, split_means, suffix_max_mean, temporal_mean
 from sn7.inference.tracks import Building, TrackedMonths
 from sn7.inference.winner import track_winner
 from sn7.metrics.matching import SN7_IOU, iou_pairs, optimal_matches
@@ -107,10 +107,7 @@ def first_appearance(
     if len(s) == 0:
         return None
     if len(s) >= 2:
-        csum = np.cumsum(s)
-        k = np.arange(1, len(s))
-        before = csum[:-1] / k
-        after = (csum[-1] - csum[:-1]) / (len(s) - k)
+        before, after = split_means(s)
         best = int(np.argmax(after - before))
         jump = after[best] - before[best]
         if before[best] < presence_threshold <= after[best] and jump >= min_jump:

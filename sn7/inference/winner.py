@@ -36,7 +36,7 @@ from scipy import ndimage
 from skimage.segmentation import watershed
 
 from sn7.inference.footprints import FootprintSettings
-from sn7.inference.temporal import monthly_scores, temporal_mean
+from sn7.inference.temporal import monthly_scores, split_means, temporal_mean
 from sn7.inference.tracks import TrackedMonths
 from sn7.inference.vectorize import Components, vectorize_labels
 
@@ -79,10 +79,8 @@ def change_start(
     s = np.asarray(scores, np.float64)[months]
     if len(s) < 2:
         return None
-    csum = np.cumsum(s)
-    k = np.arange(1, len(s))
-    rise = (csum[-1] - csum[:-1]) / (len(s) - k) - csum[:-1] / k
-    if rise.max() <= change_jump:
+    before, after = split_means(s)
+    if (after - before).max() <= change_jump:
         return None
     if s[0] > start_first and months[0] == 0:
         return 0
