@@ -92,8 +92,8 @@ def test_missed_new_building_is_a_change_fn(tmp_path, run_series):
     missed = Degradation.from_config({"steps": [{"kind": "missed", "share": 0.2}]})
     new_index = true_ids.index(NEW_ID) + 1
     seed = next(k for k in range(100) if not (missed.apply(ids, k, AOI)[0] == new_index).any())
-    metrics = run_series(root, "degrade=missed", "degrade.steps.0.share=0.2", "track=match",
-                         f"series.seed={seed}")  # fmt: skip
+    metrics = run_series(root, "degrade=missed", "degrade.steps=[{kind:missed,share:0.2}]",
+                         "track=match", f"series.seed={seed}")  # fmt: skip
     m = metrics["per_aoi"][AOI]
     assert (m["change_tp"], m["change_fp"], m["change_fn"]) == (0, 0, 1)
     assert [p["change_fn"] for p in m["per_month"]] == [0, 0, 1, 0]
