@@ -291,6 +291,7 @@ def assemble_metrics(
         "reported_on": reported,
         "held_out": is_held_out,
         "track": settings.track.as_dict(),
+        "track_chosen": None if settings.track.chosen is None else settings.track.chosen.where(),
         "footprints": footprint.as_dict(),
         "thresholds": {"pixel": selected.pixel, "building": selected.building},
         "pixel": {

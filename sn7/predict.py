@@ -318,7 +318,7 @@ def predict(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> list[
     n_tiles = sum(len(d["tiles"]) for d in done)
     console.print(
         f"predicted {n_tiles} tile(s) into {out_dir}: masks at threshold {mask_threshold:.2f}, "
-        f"{sum(d['buildings'] for d in done)} buildings (track={settings.track.mode}, "
+        f"{sum(d['buildings'] for d in done)} buildings (track={settings.track.describe()}, "
         f"threshold {building_threshold:.2f})"
         + (f"; gallery: {out_dir / 'gallery' / 'index.png'}" if pictures and done else "")
     )

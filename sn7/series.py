@@ -12,17 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from sn7.data.label_series import LabelSeries, discover_label_series
 from sn7.errors import ConfigError
 from sn7.evaluation.degrade import Degradation
 from sn7.evaluation.series import AoiRun, run_aoi
+from sn7.evaluation.track_search import candidates_of, search
 from sn7.inference.footprints import FootprintSettings, PostSettings
 from sn7.inference.tracking import TrackSettings
 from sn7.metrics.scot import scot_mean
 from sn7.utils.atomic import write_json_atomic, write_text_atomic
-from sn7.utils.config import to_container
+from sn7.utils.config import project_root, to_container
 from sn7.utils.console import console, print_table
 from sn7.utils.markdown import markdown_table
 from sn7.viz.change_map import change_errors_map
@@ -56,12 +57,15 @@ class SeriesSettings:
             months = [months]
         if isinstance(months, int) and months < 1:
             raise ConfigError(f"series.months={months} must be >= 1, a list of YYYY-MM, or null")
+        track = TrackSettings.from_config(cfg.track)
+        # track=auto: the footprints are cut where the tracker was chosen to cut them
+        threshold = float(s.threshold) if track.chosen is None else track.chosen.threshold
         return cls(
             root=Path(str(cfg.data.root)),
             degradation=Degradation.from_config(to_container(cfg.degrade)),
-            track=TrackSettings.from_config(cfg.track),
+            track=track,
             footprint=FootprintSettings(
-                float(s.threshold), PostSettings.from_config(cfg.post), float(s.min_area)
+                threshold, PostSettings.from_config(cfg.post), float(s.min_area)
             ),
             aois=None if aois is None else tuple(str(a) for a in aois),
             months=tuple(_month_name(m) for m in months)
@@ -104,7 +108,10 @@ def _month_name(value) -> str:
 
 
 def series(cfg: DictConfig) -> dict:
-    """Run the harness on every chosen AOI; write and return the metrics."""
+    """Run the harness on every chosen AOI (or, with search=track, choose the tracker there);
+    write and return the metrics."""
+    if cfg.get("search"):
+        return run_search(cfg)
     settings = SeriesSettings.from_config(cfg)
     chosen = settings.chosen(discover_label_series(settings.root))
     out_dir = Path(cfg.paths.run_dir)
@@ -126,6 +133,49 @@ def series(cfg: DictConfig) -> dict:
     return metrics
 
 
+def run_search(cfg: DictConfig) -> dict:
+    """search=track: every candidate on the chosen AOIs under each degradation; the best is
+    stored in search.out (track.json) and the ranking in the run dir's search.md."""
+    settings = SeriesSettings.from_config(cfg)
+    search_cfg = cfg.search
+    degradations = [degradation_named(str(name)) for name in search_cfg.degradations]
+    candidates = candidates_of(to_container(search_cfg.tracks), list(search_cfg.thresholds))
+    chosen = settings.chosen(discover_label_series(settings.root))
+    console.print(
+        f"search: {len(candidates)} candidates on {', '.join(s.aoi for s in chosen)} under "
+        f"{', '.join(d.name for d in degradations)}"
+    )
+    choice = search(chosen, degradations, candidates, settings.footprint.post,
+                    settings.footprint.min_area, settings.seed, settings.cache_dir,
+                    settings.root)  # fmt: skip
+    path = choice.save(Path(str(search_cfg.out)))
+    out_dir = Path(cfg.paths.run_dir)
+    ranked = sorted(choice.candidates, key=lambda c: -c["mean_scot"])
+    rows = [[_track_text(c["track"]), c["threshold"], c["mean_scot"],
+             *[c["scot"][k] for k in sorted(c["scot"])]] for c in ranked]  # fmt: skip
+    columns = ["track", "threshold", "mean SCOT", *sorted(ranked[0]["scot"])]
+    text = "\n".join([
+        "# Tracker search", "", f"Chosen: `{_track_text(choice.track)}` at threshold "
+        f"{choice.threshold:.2f}, {choice.where()}; stored in `{path}`.", "",
+        markdown_table(columns, rows, formats={"threshold": ".2f"}), "",
+    ])  # fmt: skip
+    write_text_atomic(out_dir / "search.md", text)
+    print_table("tracker search (selection series)", columns, rows)
+    console.print(f"chosen: {_track_text(choice.track)} @ {choice.threshold:.2f}; stored in {path}")
+    return {"mean": {"scot": choice.score}, "choice": str(path)}
+
+
+def degradation_named(name: str) -> Degradation:
+    path = Path(project_root()) / "conf" / "degrade" / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"search.degradations: no conf/degrade/{name}.yaml")
+    return Degradation.from_config(to_container(OmegaConf.load(path)))
+
+
+def _track_text(track: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in track.items())
+
+
 def assemble(settings: SeriesSettings, runs: list[AoiRun]) -> dict:
     per_aoi = {r.aoi: r.as_dict() for r in runs}
     mean = scot_mean({r.aoi: r.scot for r in runs})
@@ -134,6 +184,7 @@ def assemble(settings: SeriesSettings, runs: list[AoiRun]) -> dict:
         "data_root": str(settings.root.resolve()),
         "degrade": settings.degradation.as_dict(),
         "track": settings.track.as_dict(),
+        "track_chosen": None if settings.track.chosen is None else settings.track.chosen.where(),
         "footprints": settings.footprint.as_dict(),
         "seed": settings.seed,
         "mean": {
@@ -178,10 +229,12 @@ def _caption(metrics: dict) -> str:
 def markdown(metrics: dict) -> str:
     """metrics.md: the AOI table, then change TP / FP / FN month by month."""
     steps = metrics["degrade"]["steps"] or "none (truth)"
+    chosen = metrics.get("track_chosen")
     lines = [
         "# Series harness",
         "",
         f"{_caption(metrics)}.",
+        *([f"Tracker (track=auto) {chosen}.", ""] if chosen else []),
         f"Data root: `{metrics['data_root']}`. Degradation steps: `{steps}`.",
         "",
         markdown_table(COLUMNS, table_rows(metrics), formats={"seconds": ".1f"}),

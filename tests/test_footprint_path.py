@@ -16,6 +16,7 @@ import sn7.evaluation.scoring
 from sn7.errors import ConfigError
 from sn7.evaluate import evaluate
 from sn7.evaluation.thresholds import read_selected
+from sn7.inference.track_choice import TrackChoice
 from sn7.predict import predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,7 +61,8 @@ def shapes(polygons) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("mode", "separate"), [("aggregate", "false"), ("aggregate", "true"), ("match", "true")]
+    ("mode", "separate"),
+    [("aggregate", "false"), ("aggregate", "true"), ("match", "true"), ("auto", "false")],
 )
 def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
     tmp_path, soft, synthetic_root, monkeypatch, mode, separate
@@ -70,23 +72,33 @@ def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
     threshold=auto; both use the stored building threshold, which metrics.json/md print. With
     post.separate=true too (it used to fail in evaluate and predict)."""
     options = [f"track={mode}", f"post.separate={separate}"]
+    if mode == "auto":  # the tracker chosen on a selection series: here winner, stored by hand
+        choice = TrackChoice({"mode": "winner"}, 0.5, {"aois": ["X"], "degradations": ["mild"]},
+                             0.9)  # fmt: skip
+        options.append(f"track.file={choice.save(tmp_path / 'track.json')}")
+    resolved = "winner" if mode == "auto" else mode
     # building candidates that cut into the stub's buildings (p ~0.83-0.98 in a month; ~0.6-0.75
     # in the mean map, one month of four being empty), unlike the pixel threshold: footprints cut
     # at the wrong one would differ
-    grid = [0.66, 0.7] if mode == "aggregate" else [0.88, 0.92]
+    grid = [0.66, 0.7] if resolved == "aggregate" else [0.88, 0.92]
     candidates = f"eval.building_thresholds=[{grid[0]},{grid[1]}]"
     run_evaluate(soft, synthetic_root.root, tmp_path, *options, candidates)  # chooses, stores
     stored = read_selected(soft)
     assert stored.building in grid and stored.pixel < 0.6
-    assert stored.track["mode"] == mode and stored.post["separate"] is (separate == "true")
+    assert stored.track["mode"] == resolved and stored.post["separate"] is (separate == "true")
     spy = TrackSpy(monkeypatch)
     m = run_evaluate(soft, synthetic_root.root, tmp_path, *options, candidates)  # report only
     assert {fp.threshold for _, fp, _ in spy.calls} == {stored.building}
     assert m["footprints"]["threshold"] == m["thresholds"]["building"] == stored.building
     assert m["footprints"]["post"]["separate"] is (separate == "true")
     text = (tmp_path / "eval" / "metrics.md").read_text()
-    cut_from = "the temporal mean map" if mode == "aggregate" else "each month"
-    assert f"footprints cut from {cut_from} at threshold {stored.building:.2f}" in text
+    cut_from = {"aggregate": "the temporal mean map", "match": "each month"}.get(
+        resolved, "the collapsed map"
+    )
+    assert f"footprints cut from {cut_from}" in text
+    assert f"at threshold {stored.building:.2f}" in text
+    if mode == "auto":
+        assert "set by track=auto: chosen on X" in text and m["track"]["mode"] == "winner"
 
     aoi = synthetic_root.aois[0]
     scored = spy.calls[0][2]  # AOIs are scored in sorted order, the report pass only

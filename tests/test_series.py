@@ -193,3 +193,38 @@ def test_real_label_series_with_its_gap(tmp_path, run_series):
     m = m["per_aoi"][gap_aoi]
     assert m["missing_months"] == ["2018-07"] and m["n_new"] > 0
     assert m["scot"] > 0.8
+
+
+# --- search=track and track=auto --------------------------------------------------------------
+
+
+def test_search_stores_the_best_tracker_and_track_auto_uses_it(tmp_path, run_series):
+    """On truth, track=none renumbers every month (tracking mismatches, change 0) while match
+    is exact: the search stores match with where it was chosen; track=auto then runs match at the
+    stored threshold and says where it came from."""
+    root = write_series(tmp_path / "root")
+    choice = tmp_path / "track.json"
+    result = run_series(
+        root, "search=track", "search.degradations=[none]", "search.thresholds=[0.5,0.6]",
+        "search.tracks=[{mode:none},{mode:match}]", f"search.out={choice}",
+    )  # fmt: skip
+    stored = json.loads(choice.read_text())
+    assert stored["track"]["mode"] == "match" and stored["threshold"] == 0.5  # ties: the first
+    assert stored["selected_on"]["aois"] == [AOI] and stored["selected_on"]["degradations"] == [
+        "none"
+    ]
+    assert result["mean"]["scot"] == stored["score"] == 1.0
+    assert len(stored["candidates"]) == 4
+    assert (tmp_path / "run" / "search.md").is_file()
+
+    metrics = run_series(root, "track=auto", f"track.file={choice}", "series.threshold=0.9")
+    assert metrics["track"]["mode"] == "match" and metrics["footprints"]["threshold"] == 0.5
+    assert AOI in metrics["track_chosen"] and "none" in metrics["track_chosen"]
+    assert metrics["mean"]["scot"] == 1.0
+
+
+def test_track_auto_without_a_choice_is_one_error_line(tmp_path, run_series):
+    from sn7.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="search=track"):
+        run_series(write_series(tmp_path / "root"), "track=auto", f"track.file={tmp_path}/x.json")

@@ -85,6 +85,30 @@ def id_rasters(truths: list[TruthMonth]) -> tuple[np.ndarray, list]:
     return out, list(index)
 
 
+def degraded_series(
+    series: LabelSeries, degradation: Degradation, seed: int, cache_dir: str | Path
+) -> tuple[list[TruthMonth], np.ndarray, dict[str, float]]:
+    """(truth months, (T, H, W) degraded maps, seconds per step) of one AOI: what every tracker
+    tried on it is fed, made once."""
+    seconds = {}
+    start = time.perf_counter()
+    truths = [truth_month(m.path, series.info, Path(cache_dir)) for m in series.months]
+    ids, _ = id_rasters(truths)
+    seconds["truth"] = time.perf_counter() - start
+    start = time.perf_counter()
+    _, probs = degradation.apply(ids, seed, series.aoi)
+    seconds["degrade"] = time.perf_counter() - start
+    return truths, probs, seconds
+
+
+def scot_of(truths: list[TruthMonth], tracked: TrackedMonths) -> ScotAccumulator:
+    """SCOT of tracked buildings against the true ids, month by month."""
+    acc = ScotAccumulator()
+    for t, truth in enumerate(truths):
+        acc.add_month(truth.ids, truth.geoms, tracked.ids(t), tracked.polygons(t))
+    return acc
+
+
 def run_aoi(
     series: LabelSeries,
     degradation: Degradation,
@@ -94,23 +118,13 @@ def run_aoi(
     cache_dir: str | Path,
 ) -> AoiRun:
     """Score the tracker on `series` fed its degraded truth; seconds per step are kept."""
-    seconds = {}
-    start = time.perf_counter()
-    truths = [truth_month(m.path, series.info, Path(cache_dir)) for m in series.months]
-    ids, _ = id_rasters(truths)
-    seconds["truth"] = time.perf_counter() - start
-    start = time.perf_counter()
-    _, probs = degradation.apply(ids, seed, series.aoi)
-    del ids
-    seconds["degrade"] = time.perf_counter() - start
+    truths, probs, seconds = degraded_series(series, degradation, seed, cache_dir)
     start = time.perf_counter()
     tracked = track_aoi(track, probs, None, footprint)
     del probs
     seconds["track"] = time.perf_counter() - start
     start = time.perf_counter()
-    acc = ScotAccumulator()
-    for t, truth in enumerate(truths):
-        acc.add_month(truth.ids, truth.geoms, tracked.ids(t), tracked.polygons(t))
+    acc = scot_of(truths, tracked)
     seconds["score"] = time.perf_counter() - start
     return AoiRun(
         aoi=series.aoi,

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from affine import Affine
@@ -24,6 +25,7 @@ from shapely.geometry.base import BaseGeometry
 from sn7.errors import ConfigError
 from sn7.inference.footprints import FootprintSettings, cut_footprints
 from sn7.inference.temporal import monthly_scores, split_means, suffix_max_mean, temporal_mean
+from sn7.inference.track_choice import TrackChoice, read_choice
 from sn7.inference.tracks import Building, TrackedMonths
 from sn7.inference.winner import track_winner
 from sn7.metrics.matching import SN7_IOU, iou_pairs, optimal_matches
@@ -167,6 +169,7 @@ TRACKERS: dict[str, Callable] = {
     "winner": track_winner,
 }
 _GIVEN = {"month_polygons", "probs", "valids", "footprint"}  # passed by track_aoi, not the config
+DEFAULT_CHOICE = Path(__file__).resolve().parents[2] / "results" / "series" / "track.json"
 PER_MONTH = ("none", "match")  # modes that cut each month's map alone, then chain the months
 _RANGES = {
     "refine": (0.0, 1.0),
@@ -195,15 +198,22 @@ _RANGES = {
 @dataclass(frozen=True)
 class TrackSettings:
     """conf/track: the tracking mode and its options, checked once when a stage starts (a typo
-    in a key is a one-line error naming it, not a TypeError deep in a run)."""
+    in a key is a one-line error naming it, not a TypeError deep in a run). `track=auto` reads
+    the settings chosen on a selection series (sn7.inference.track_choice); `chosen` keeps where."""
 
     mode: str
     options: dict = field(default_factory=dict)
+    chosen: TrackChoice | None = field(default=None, compare=False)
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> TrackSettings:
         params = dict(node or {})
         mode = params.pop("mode", None)
+        if mode == "auto":
+            choice = read_choice(params.pop("file", DEFAULT_CHOICE))
+            if choice.track.get("mode") == "auto":
+                raise ConfigError("track=auto: the stored choice is itself auto")
+            return replace(cls.from_config(choice.track), chosen=choice)
         if mode not in TRACKERS:
             raise ConfigError(f"track.mode must be one of {sorted(TRACKERS)}; got {mode!r}")
         accepted = set(inspect.signature(TRACKERS[mode]).parameters) - _GIVEN
@@ -223,6 +233,12 @@ class TrackSettings:
 
     def as_dict(self) -> dict:
         return {"mode": self.mode, **self.options}
+
+    def describe(self) -> str:
+        """`mode (options)`, and where it was chosen for track=auto."""
+        options = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        text = f"{self.mode}{f' ({options})' if options else ''}"
+        return text if self.chosen is None else f"auto: {text}, {self.chosen.where()}"
 
 
 def track_aoi(

@@ -69,12 +69,18 @@ def footprints_text(m: dict) -> str:
     `footprints` and `track`), in one line."""
     fp, track = m["footprints"], dict(m["track"])
     mode = track.pop("mode")
-    on = "the temporal mean map" if mode == "aggregate" else "each month"
+    on = {
+        "aggregate": "the temporal mean map",
+        "winner": "the collapsed map (each pixel's mean over its months above the floor)",
+    }.get(mode, "each month")
     post = ", ".join(f"{k}={v}" for k, v in fp["post"].items())
     options = ", ".join(f"{k}={v}" for k, v in track.items())
+    head = f"`track={mode}`" + (f" ({options})" if options else "")
+    if m.get("track_chosen"):
+        head += f", set by track=auto: {m['track_chosen']}"
     return (
-        f"`track={mode}`{f' ({options})' if options else ''}, footprints cut from {on} at "
-        f"threshold {fp['threshold']:.2f}, post ({post}), min_area {fp['min_area']:g} px"
+        f"{head}, footprints cut from {on} at threshold {fp['threshold']:.2f}, post ({post}), "
+        f"min_area {fp['min_area']:g} px"
     )
 
 
