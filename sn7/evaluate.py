@@ -22,6 +22,7 @@ from sn7.checks import check_eval
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
 from sn7.errors import CheckpointError
+from sn7.evaluation.prob_cache import CachedPredictor, cache_salt
 from sn7.evaluation.scope import Scope, held_out, report_scope, selection_scope
 from sn7.evaluation.scoring import FootprintSweep, SplitScore, score_split
 from sn7.evaluation.thresholds import (
@@ -67,6 +68,7 @@ class EvalSettings:
     crop_metrics: bool
     gallery: int
     publish: str | None
+    prob_cache: str | None  # folder of cached probabilities (null: off)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> EvalSettings:
@@ -88,6 +90,7 @@ class EvalSettings:
             crop_metrics=bool(ev.crop_metrics),
             gallery=int(ev.gallery),
             publish=ev.publish,
+            prob_cache=ev.get("prob_cache"),
         )
 
     def sweep(self, thresholds) -> FootprintSweep:
@@ -189,6 +192,9 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     check_against_checkpoint(cfg, loaded, given)
     scope = report_scope(cfg, loaded, given)
     predictor = predictor_for(infer, loaded)
+    if settings.prob_cache:  # trackers and thresholds compared again never re-run the network
+        salt = cache_salt(file_sha256(loaded.path), infer)
+        predictor = CachedPredictor(predictor, Path(settings.prob_cache), salt)
     selected = choose_thresholds(settings, cfg, loaded, predictor, given)
     grid = sorted(set(settings.pixel_grid) | {selected.pixel})
     footprint = settings.footprint.at(selected.building)

@@ -7,6 +7,8 @@ milliseconds).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +22,12 @@ from sn7.testing.synthetic import SyntheticRoot, make_every_case_root
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 SHARED_SAMPLE = REPO.parent / "shared" / "sn7_sample"
+
+
+def pytest_configure(config) -> None:
+    """evaluate's probability cache (eval.prob_cache) goes to a temporary folder, not outputs/,
+    also in the subprocesses tests start."""
+    os.environ["SN7_PROB_CACHE"] = tempfile.mkdtemp(prefix="sn7_prob_cache_")
 
 
 def _compose(config_name: str, overrides: Sequence[str] = ()) -> DictConfig:

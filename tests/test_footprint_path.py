@@ -189,3 +189,31 @@ def test_evaluate_prepares_at_most_once_and_not_at_all_when_fresh(
     assert sn7.data.prepared.stale_reason(prepare_cfg) is None  # python prepare.py would agree
     run_evaluate(soft, synthetic_root.root, tmp_path, "subset.per_aoi=2")  # other settings
     assert len(builds) == 2
+
+
+def test_probabilities_are_cached_per_checkpoint_and_input(
+    tmp_path, soft, stub_checkpoint, synthetic_root, monkeypatch
+):
+    """A second evaluation of the same checkpoint reads every tile's probabilities from the cache
+    (the network is not called) and gives the same metrics; another checkpoint misses it."""
+    import sn7.evaluate
+
+    calls = []
+    real = sn7.evaluate.CachedPredictor
+
+    class Counting(real):
+        def __init__(self, predictor, folder, salt):
+            super().__init__(predictor, folder, salt)
+            calls.append(self)
+
+    monkeypatch.setattr(sn7.evaluate, "CachedPredictor", Counting)
+    cache = f"eval.prob_cache={tmp_path / 'probs'}"
+    first = run_evaluate(soft, synthetic_root.root, tmp_path, cache, "eval.crop_metrics=false")
+    second = run_evaluate(soft, synthetic_root.root, tmp_path, cache, "eval.crop_metrics=false")
+    # the first run also scored the selection split (thresholds); the second reads stored ones
+    assert calls[0].misses > 0 and (calls[1].misses, calls[1].hits) == (0, second["n_tiles"])
+    assert first["pixel"] == second["pixel"] and first["scot"] == second["scot"]
+    other = stub_checkpoint(tmp_path / "other.ckpt", gain=11.0)
+    run_evaluate(other, synthetic_root.root, tmp_path, cache, "eval.crop_metrics=false")
+    assert (calls[2].misses, calls[2].hits) == (calls[0].misses, calls[0].hits)  # same tiles
+    assert len(list((tmp_path / "probs").rglob("*.npy"))) == 2 * calls[0].misses
