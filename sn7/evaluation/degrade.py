@@ -6,7 +6,8 @@ degradation (conf/degrade/<name>.yaml) is a list of steps applied in order:
 
 - label steps change which true buildings each month shows, on the (T, H, W) id rasters:
   missed (a share of ids never shown), flicker (a share of buildings absent in one random month
-  they stand in), boundary (each building dilated, px > 0, or eroded, px < 0);
+  they stand in), boundary (each building dilated, px > 0, or eroded, px < 0), contact (the
+  pixels where two buildings touch dropped: truth as a body map);
 - then the ids are rendered into probabilities (INSIDE on buildings, OUTSIDE elsewhere) and map
   steps change those: merge (gaps up to `gap` px between buildings bridged), false_positives
   (random discs, `density` per million pixels each month), blur (Gaussian, `sigma` px), noise
@@ -15,8 +16,9 @@ degradation (conf/degrade/<name>.yaml) is a list of steps applied in order:
 Every step draws from its own generator, seeded by (seed, step index, AOI): the same seed gives
 the same maps, and one step's draws do not shift when another is added.
 
+`contact` renders truth as a boundary-aware model's body class (touching buildings cut apart).
 Still to come: a `network` preset whose parameters are measured from a real model's errors
-(cpu_best), and truth given as body / edge / contact maps.
+(cpu_best).
 """
 
 from __future__ import annotations
@@ -73,6 +75,26 @@ def boundary(ids: np.ndarray, rng: np.random.Generator, px: int = -1) -> np.ndar
     return out
 
 
+def contact(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Truth as a boundary-aware model's *body* class shows it: the pixels where a building
+    touches another (4-neighbour of a different id) become background, so touching buildings
+    are cut apart instead of rendering as one blob (the 2nd and 4th places' contact class)."""
+    out = ids.copy()
+    for t, month in enumerate(ids):
+        touching = np.zeros(month.shape, bool)
+        for axis in (0, 1):
+            a = month.take(range(1, month.shape[axis]), axis=axis)
+            b = month.take(range(month.shape[axis] - 1), axis=axis)
+            differ = (a != b) & (a > 0) & (b > 0)
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (1, 0)
+            touching |= np.pad(differ, pad)
+            pad[axis] = (0, 1)
+            touching |= np.pad(differ, pad)
+        out[t][touching] = 0
+    return out
+
+
 def merge(probs: np.ndarray, rng: np.random.Generator, gap: int = 2) -> np.ndarray:
     """Gaps of up to `gap` px between buildings (prob >= 0.5) filled with INSIDE, as a model
     that cannot see the alleys between houses (a binary closing: it also fills notches)."""
@@ -125,7 +147,12 @@ def scale(probs: np.ndarray, rng: np.random.Generator, factor: float = 0.6, mont
     return out
 
 
-LABEL_STEPS: dict[str, Callable] = {"missed": missed, "flicker": flicker, "boundary": boundary}
+LABEL_STEPS: dict[str, Callable] = {
+    "missed": missed,
+    "flicker": flicker,
+    "boundary": boundary,
+    "contact": contact,
+}
 MAP_STEPS: dict[str, Callable] = {
     "merge": merge,
     "false_positives": false_positives,

@@ -117,3 +117,20 @@ def test_every_preset_in_conf_degrade_builds(compose_config):
     mild = compose_config("series", ["data.root=x", "degrade=mild"]).degrade
     mild = Degradation.from_config(dict(mild))
     assert [s.kind for s in mild.steps] == ["blur", "noise"]
+
+
+def test_contact_cuts_touching_buildings_apart():
+    """Two 2x3 buildings sharing an edge lose the two columns along it; a building touching
+    another only at one pixel loses that pixel and its neighbour's; a lone building is kept."""
+    from sn7.evaluation.degrade import contact
+
+    ids = np.zeros((1, 6, 8), np.uint32)
+    ids[0, 1:3, 0:3] = 1
+    ids[0, 1:3, 3:6] = 2
+    ids[0, 0, 5] = 3
+    ids[0, 4:6, 6:8] = 4
+    out = contact(ids, np.random.default_rng(0))[0]
+    assert (out[1:3, 0:2] == 1).all() and (out[1:3, 2:4] == 0).all()
+    assert out[1, 5] == 0 and out[2, 5] == 2 and out[0, 5] == 0  # 2 and 3 touched there
+    assert (out[4:6, 6:8] == 4).all()
+    assert Degradation.from_config({"steps": [{"kind": "contact"}]}).steps[0].on_labels
