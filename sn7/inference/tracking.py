@@ -229,7 +229,14 @@ class TrackSettings:
                 raise ConfigError(f"track.{key}={params[key]} must be in [{low}, {high}]")
         if params.get("temporal", "mean") not in ("mean", "suffix_max"):
             raise ConfigError(f"track.temporal={params['temporal']!r} must be mean or suffix_max")
-        return cls(mode, params)
+        # every option explicit (the tracker's defaults filled in), so what is stored with a
+        # choice or a threshold says exactly what ran, whatever the defaults become later
+        defaults = {
+            name: p.default
+            for name, p in inspect.signature(TRACKERS[mode]).parameters.items()
+            if name not in _GIVEN and p.default is not inspect.Parameter.empty
+        }
+        return cls(mode, {**defaults, **params})
 
     def as_dict(self) -> dict:
         return {"mode": self.mode, **self.options}
