@@ -186,6 +186,7 @@ _RANGES = {
     "crowd_count": (0, float("inf")),
     "crowd_radius": (0.0, float("inf")),
     "small_area": (0.0, float("inf")),
+    "new_min_area": (0.0, float("inf")),
     "presence_threshold": (0.0, 1.0),
     "min_valid": (0.0, 1.0),
     "min_jump": (0.0, 1.0),

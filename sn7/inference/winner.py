@@ -18,7 +18,8 @@ on sn7's parts; each rule has a key in conf/track/winner.yaml:
    exceeds `stable_mean` (0.4);
 5. new-id filters: a changed footprint appearing after month 0 must score above its start level
    in the next `confirm_months` months that have evidence (4th: 3; 0 = off), and one under
-   `small_area` px in at least `small_share` of the months from its start (2nd: 80 %; 0 = off);
+   `small_area` px in at least `small_share` of the months from its start (2nd: 80 %; 0 = off),
+   and be at least `new_min_area` px (0 = off: slivers of redrawn outlines are not new buildings);
    one that fails is no new id, and the stable pass decides whether it stood all along. A new
    building is dropped when `crowd_count` earlier footprints have their centre within
    `crowd_radius` px of its own (4th: 5 within 12 px; 0 = off).
@@ -122,6 +123,7 @@ def track_winner(
     stable_margin: float = 0.05,
     stable_mean: float = 0.4,
     min_valid: float = 0.5,
+    new_min_area: float = 0.0,
     confirm_months: int = 0,
     crowd_radius: float = 12.0,
     crowd_count: int = 0,
@@ -142,6 +144,8 @@ def track_winner(
         if start is None:
             continue
         level = start_ratio * s[e].max()
+        if start > 0 and polygon.area < new_min_area:
+            continue
         if start > 0 and confirm_months and not confirmed(s, e, start, level, confirm_months):
             continue
         if (

@@ -172,3 +172,12 @@ def test_the_shipped_config_is_the_functions_defaults():
         if p.default is not inspect.Parameter.empty
     }
     assert settings.options == defaults
+
+
+def test_new_min_area_refuses_a_new_id_to_a_sliver():
+    """A 3x3 (9 px) building new in month 2 is a new id; with new_min_area=10 it is not, and the
+    stable pass takes it (mean score (2 * 0.05 + 2 * 0.9) / 4 = 0.475 > 0.4) from month 0."""
+    probs = series(4, (5, 5, 12, 12, always(4)), (25, 25, 28, 28, from_month(2, 4)))
+    assert winner(probs).first_seen == {1: 0, 2: 2}
+    assert winner(probs, new_min_area=9).first_seen == {1: 0, 2: 2}  # 9 px is not below 9
+    assert winner(probs, new_min_area=10).first_seen == {1: 0, 2: 0}
