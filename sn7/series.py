@@ -20,6 +20,7 @@ from sn7.evaluation.degrade import Degradation
 from sn7.evaluation.series import AoiRun, run_aoi
 from sn7.evaluation.track_search import candidates_of, search
 from sn7.inference.footprints import FootprintSettings, PostSettings
+from sn7.inference.track_choice import TrackChoice
 from sn7.inference.tracking import TrackSettings
 from sn7.metrics.scot import scot_mean
 from sn7.utils.atomic import write_json_atomic, write_text_atomic
@@ -149,20 +150,32 @@ def run_search(cfg: DictConfig) -> dict:
                     settings.footprint.min_area, settings.seed, settings.cache_dir,
                     settings.root)  # fmt: skip
     path = choice.save(Path(str(search_cfg.out)))
-    out_dir = Path(cfg.paths.run_dir)
-    ranked = sorted(choice.candidates, key=lambda c: -c["mean_scot"])
-    rows = [[_track_text(c["track"]), c["threshold"], c["mean_scot"],
-             *[c["scot"][k] for k in sorted(c["scot"])]] for c in ranked]  # fmt: skip
-    columns = ["track", "threshold", "mean SCOT", *sorted(ranked[0]["scot"])]
-    text = "\n".join([
-        "# Tracker search", "", f"Chosen: `{_track_text(choice.track)}` at threshold "
-        f"{choice.threshold:.2f}, {choice.where()}; stored in `{path}`.", "",
-        markdown_table(columns, rows, formats={"threshold": ".2f"}), "",
-    ])  # fmt: skip
-    write_text_atomic(out_dir / "search.md", text)
+    write_text_atomic(Path(cfg.paths.run_dir) / "search.md", search_markdown(choice, path))
+    columns, rows = search_table(choice)
     print_table("tracker search (selection series)", columns, rows)
     console.print(f"chosen: {_track_text(choice.track)} @ {choice.threshold:.2f}; stored in {path}")
     return {"mean": {"scot": choice.score}, "choice": str(path)}
+
+
+def search_table(choice: TrackChoice) -> tuple[list[str], list[list]]:
+    """The candidates, best first: track (options that differ from its defaults), threshold, mean
+    SCOT and the SCOT of each AOI / degradation."""
+    ranked = sorted(choice.candidates, key=lambda c: -c["mean_scot"])
+    keys = sorted(ranked[0]["scot"])
+    rows = [[_track_text(c["track"]), c["threshold"], c["mean_scot"], *[c["scot"][k] for k in keys]]
+            for c in ranked]  # fmt: skip
+    return ["track", "threshold", "mean SCOT", *[k.split("/")[-1] for k in keys]], rows
+
+
+def search_markdown(choice: TrackChoice, path: Path) -> str:
+    columns, rows = search_table(choice)
+    return "\n".join([
+        "# Tracker search", "",
+        f"Chosen: `{_track_text(choice.track)}` at threshold {choice.threshold:.2f}, "
+        f"{choice.where()}; stored in `{path}` ({choice.created}). Columns: SCOT per "
+        f"degradation of {', '.join(choice.selected_on.get('aois') or [])}.", "",
+        markdown_table(columns, rows, formats={"threshold": ".2f"}), "",
+    ])  # fmt: skip
 
 
 def degradation_named(name: str) -> Degradation:
@@ -173,7 +186,10 @@ def degradation_named(name: str) -> Degradation:
 
 
 def _track_text(track: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in track.items())
+    """`mode` and the options that differ from its defaults."""
+    defaults = TrackSettings.from_config({"mode": track["mode"]}).options
+    changed = [f"{k}={v}" for k, v in track.items() if k != "mode" and defaults.get(k) != v]
+    return track["mode"] + (f" ({', '.join(changed)})" if changed else "")
 
 
 def assemble(settings: SeriesSettings, runs: list[AoiRun]) -> dict:
