@@ -158,11 +158,8 @@ def track_winner(
     stable = watershed_footprints(
         mean, max(low - stable_margin, 1e-6), seed_high, peak_distance, footprint.min_area
     )
-    if starts:
-        taken = shapely.STRtree([p for _, p in starts])
-        keep = [j for j, p in enumerate(stable.polygons) if len(taken.query(p, "intersects")) == 0]
-    else:
-        keep = list(range(len(stable.polygons)))
+    overlaps = _overlap_test([p for _, p in starts])
+    keep = [j for j, p in enumerate(stable.polygons) if not overlaps(p)]
     stable_scores, stable_evidence = monthly_scores(
         stable.labels, stable.ids, probs, valids, min_valid
     )
@@ -180,6 +177,18 @@ def track_winner(
             for t in range(len(probs))
         ]
     )
+
+
+def _overlap_test(changed: list):
+    """polygon -> does it share area with one of `changed`? (Touching along an edge, as
+    watershed neighbours do, is not overlapping; 1st place skips a footprint only on area.)"""
+    tree = shapely.STRtree(changed)
+
+    def overlaps(polygon) -> bool:
+        hits = tree.query(polygon, "intersects") if changed else []
+        return any(polygon.intersection(changed[k]).area > 0 for k in hits)
+
+    return overlaps
 
 
 def _without_crowded(buildings: list, radius: float, count: int) -> list:

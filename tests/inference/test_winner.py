@@ -181,3 +181,16 @@ def test_new_min_area_refuses_a_new_id_to_a_sliver():
     assert winner(probs).first_seen == {1: 0, 2: 2}
     assert winner(probs, new_min_area=9).first_seen == {1: 0, 2: 2}  # 9 px is not below 9
     assert winner(probs, new_min_area=10).first_seen == {1: 0, 2: 0}
+
+
+def test_a_stable_building_touching_a_new_one_is_kept():
+    """A (0.9 all along) and B (0.9 from month 2) share a 2-px seam at 0.5: one mask, two seeds,
+    so the watershed cuts two footprints that touch along the seam. Touching is not overlapping:
+    A stays (stable, month 0) beside B (new in month 2)."""
+    b = {0: BG, 1: BG, 2: ON, 3: ON}
+    probs = series(4, (10, 10, 20, 20, always(4)), (10, 22, 20, 32, b),
+                   (10, 20, 20, 22, always(4, 0.5)))  # fmt: skip
+    tracked = winner(probs)
+    assert sorted(tracked.first_seen.values()) == [0, 2]
+    left, right = sorted(tracked.polygons(3), key=lambda p: p.centroid.x)
+    assert left.touches(right) and left.intersection(right).area == 0
