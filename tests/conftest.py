@@ -71,6 +71,22 @@ def compose_config() -> Callable[..., DictConfig]:
 
 
 @pytest.fixture
+def prepare_builds(monkeypatch) -> list:
+    """A list that grows by one each time prepare builds (or heals) the mask cache."""
+    import sn7.data.prepared
+
+    calls = []
+    real = sn7.data.prepared.build_verified_masks
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sn7.data.prepared, "build_verified_masks", spy)
+    return calls
+
+
+@pytest.fixture
 def prepare_cfg() -> Callable[..., DictConfig]:
     """`prepare_cfg(root, work_dir, *overrides)`: the prepare config for one data root, on one
     worker process (the machine is shared) and with the cache in `work_dir`."""

@@ -166,19 +166,12 @@ def test_track_options_reach_the_tracker_through_the_config(tmp_path, soft, synt
 
 
 def test_evaluate_prepares_at_most_once_and_not_at_all_when_fresh(
-    tmp_path, soft, synthetic_root, monkeypatch
+    tmp_path, soft, synthetic_root, prepare_builds
 ):
     """The report scope, the selection scope and the held-out check all need the prepared root:
-    the first run builds it once, a second run only reads it, and a changed input file makes it
-    stale again."""
-    builds = []
-    real = sn7.data.prepared.build_verified_masks
-
-    def spy(*args, **kwargs):
-        builds.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sn7.data.prepared, "build_verified_masks", spy)
+    the first run builds it once, a second run only reads it, and other split or subset settings
+    make it stale again."""
+    builds = prepare_builds
     run_evaluate(soft, synthetic_root.root, tmp_path)
     assert len(builds) == 1
     run_evaluate(soft, synthetic_root.root, tmp_path, "eval.threshold=0.5")

@@ -6,28 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
-import sn7.data.prepared
 from sn7.data.prepared import ensure_prepared, prepare, stale_reason
 
 
-@pytest.fixture
-def builds(monkeypatch) -> list:
-    calls = []
-    real = sn7.data.prepared.build_verified_masks
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sn7.data.prepared, "build_verified_masks", spy)
-    return calls
-
-
 def test_fresh_artifacts_are_read_and_stale_ones_rebuilt(
-    tmp_path, synthetic_root, prepare_cfg, builds
+    tmp_path, synthetic_root, prepare_cfg, prepare_builds
 ):
+    builds = prepare_builds
     cfg = prepare_cfg(synthetic_root.root, tmp_path / "work")
     assert stale_reason(cfg) == "not prepared yet"
     first = ensure_prepared(cfg)
@@ -44,7 +29,8 @@ def test_fresh_artifacts_are_read_and_stale_ones_rebuilt(
     assert len(builds) == 2 and Path(first.manifest["mask"][0]).is_file()
 
 
-def test_an_edited_input_file_makes_the_artifacts_stale(tmp_path, prepare_cfg, builds):
+def test_an_edited_input_file_makes_the_artifacts_stale(tmp_path, prepare_cfg, prepare_builds):
+    builds = prepare_builds
     from sn7.testing.synthetic import make_sn7_root
 
     root = make_sn7_root(tmp_path / "root", aois=2, months=2, size=(32, 32), n_buildings=2)
