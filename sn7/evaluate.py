@@ -57,7 +57,6 @@ log = logging.getLogger(__name__)
 class EvalSettings:
     """What evaluate needs from conf/evaluate.yaml's eval, post and track nodes, checked once."""
 
-    split: str
     threshold: float | None  # fixed for both thresholds, else chosen on the selection split
     pixel_grid: list[float]
     building_grid: list[float]
@@ -77,7 +76,6 @@ class EvalSettings:
         pixel_grid = threshold_grid(**ev.thresholds)
         building_grid = candidates(ev.building_thresholds or []) or pixel_grid
         return cls(
-            split=ev.split,
             threshold=None if ev.threshold is None else float(ev.threshold),
             pixel_grid=pixel_grid,
             building_grid=building_grid,
@@ -178,7 +176,7 @@ def truth_tracks(truths) -> TrackedMonths | None:
     """The true buildings of an AOI's months as tracks (their persistent ids), if they have ids."""
     if not all(t.ids is not None for t in truths):
         return None
-    return TrackedMonths([list(zip(t.ids, t.geoms, strict=True)) for t in truths])
+    return TrackedMonths.of_truth(truths)
 
 
 def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict:

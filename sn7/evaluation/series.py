@@ -133,7 +133,7 @@ def run_aoi(
         scot=acc.result(),
         false_new=acc.false_new,
         missed_new=acc.missed_new,
-        truth=TrackedMonths([list(zip(t.ids, t.geoms, strict=True)) for t in truths]),
+        truth=TrackedMonths.of_truth(truths),
         tracked=tracked,
         shape=series.shape,
         seconds=seconds,

@@ -25,9 +25,6 @@ class Candidate:
     track: TrackSettings
     threshold: float
 
-    def label(self) -> str:
-        return f"{self.track.describe()} @ {self.threshold:.2f}"
-
 
 def candidates_of(tracks: Sequence[dict], thresholds: Sequence[float]) -> list[Candidate]:
     """Every track config at every threshold, checked before any AOI is read."""

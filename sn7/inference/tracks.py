@@ -41,6 +41,11 @@ class TrackedMonths:
         where everything is already standing."""
         return [month > 0 and self.first_seen[i] == month for i in self.ids(month)]
 
+    @classmethod
+    def of_truth(cls, months) -> TrackedMonths:
+        """True buildings as tracks: each month an object with parallel `ids` and `geoms`."""
+        return cls([list(zip(m.ids, m.geoms, strict=True)) for m in months])
+
     def footprints(self) -> dict[int, BaseGeometry]:
         """Each id's latest footprint (for pictures that show every building once)."""
         return {i: p for buildings in self.months for i, p in buildings}
