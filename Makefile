@@ -15,7 +15,7 @@ DEMO_AOI := L15-0357E-1223N_1429_3296_13
 # machine's disk); an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev,optuna]'
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[dev,optuna,infer]'
 	@touch $(STAMP)
 
 install: $(STAMP)

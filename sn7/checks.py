@@ -62,9 +62,10 @@ def check_infer(infer: Mapping) -> None:
         batch == "auto" or (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1),
         f"infer.batch_size={batch} must be auto or a whole number >= 1",
     )
-    from sn7.utils.hardware import resolve_device  # lazily: it imports torch
+    from sn7.inference.backends import resolve_backend  # lazily: they import torch
+    from sn7.utils.hardware import resolve_device
 
-    resolve_device(infer.get("device", "auto"))
+    resolve_backend(infer.get("backend", "auto"), resolve_device(infer.get("device", "auto")))
 
 
 def check_eval(ev: Mapping) -> None:

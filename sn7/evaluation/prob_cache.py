@@ -2,9 +2,10 @@
 and thresholds never runs the network twice on the same image.
 
 The key is content, not names: sha256 of the checkpoint file's hash, the inference settings that
-change the numbers (window, overlap, precision, test-time flips, device type) and the normalised
-input array itself. Files are plain `.npy` (float32, 4 MB per 1024^2 tile), written atomically and
-read with `allow_pickle=False`, so a file placed there by someone else cannot run code.
+change the numbers (window, overlap, precision, test-time flips, device type, backend) and the
+normalised input array itself. Files are plain `.npy` (float32, 4 MB per 1024^2 tile), written
+atomically and read with `allow_pickle=False`, so a file placed there by someone else cannot run
+code.
 """
 
 from __future__ import annotations
@@ -66,5 +67,6 @@ def cache_salt(checkpoint_sha256: str, infer) -> str:
             infer.precision,
             infer.tta,
             infer.device.type,
+            infer.backend,
         )
     )

@@ -9,13 +9,14 @@ where a CNN is least reliable, count least.
 
 Device (`infer.device`): the model and the windows go to the GPU when asked (or `auto` and one is
 there); probabilities always come back as CPU numpy arrays, so callers never see a device.
+Backend (`infer.backend`, sn7.inference.backends): torch, ONNX Runtime or OpenVINO runs each batch
+of windows; windows, blending and test-time flips are the same for all of them.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,12 +24,8 @@ from torch import nn
 
 from sn7.data.windows import check_window, window_starts
 from sn7.errors import ConfigError
-from sn7.utils.hardware import (
-    autocast,
-    resolve_channels_last,
-    resolve_device,
-    resolve_precision,
-)
+from sn7.inference.backends import Runner, TorchRunner, make_runner, resolve_backend
+from sn7.utils.hardware import resolve_channels_last, resolve_device, resolve_precision
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
 CPU_BATCH_SIZE = 1  # `batch_size: auto` on CPU: 1.4x faster than 4 (bench_infer: page faults)
@@ -43,21 +40,6 @@ def blend_weights(height: int, width: int, overlap: int) -> np.ndarray:
         return np.maximum(0.5 - 0.5 * np.cos(np.pi * np.clip(pos, 0, 1)), _MIN_WEIGHT)
 
     return np.outer(ramp(height), ramp(width)).astype(np.float32)
-
-
-@contextlib.contextmanager
-def device_autocast(precision: str, device: torch.device) -> Iterator[None]:
-    """CPU: sn7.utils.hardware's choice (bf16 only where the CPU has it natively). CUDA: the
-    mixed precision the GPU runs natively, bf16 where supported, else fp16."""
-    if device.type != "cuda":
-        with autocast(precision):
-            yield
-    elif precision.startswith(("bf16", "16")):
-        dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-        with torch.autocast("cuda", dtype=dtype):
-            yield
-    else:
-        yield
 
 
 def _in_channels(model: nn.Module) -> int:
@@ -94,18 +76,34 @@ class SlidingWindowPredictor:
         channels_last: bool = False,
         tta: bool = False,
         device: str | torch.device = "cpu",
+        backend: str = "torch",
+        checkpoint: str | Path | None = None,
     ):
         check_window(window, overlap)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self.model = model.eval()
         self.window, self.overlap, self.batch_size = window, overlap, batch_size
         self.precision = precision
         self.channels_last = channels_last
         self.tta = tta
-        if channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.backend = resolve_backend(backend, self.device)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self._runners: dict[tuple[int, ...], Runner] = {}
+        if self.backend == "torch":  # one runner for every window shape
+            self._torch = TorchRunner(model, precision, channels_last, self.device)
+
+    def runner(self, shape: tuple[int, ...]) -> Runner:
+        """The forward pass for (C, h, w) windows (ONNX exports are made per window shape)."""
+        if self.backend == "torch":
+            return self._torch
+        if shape not in self._runners:
+            self._runners[shape] = make_runner(
+                self.backend, self.model, tuple(shape), precision=self.precision,
+                channels_last=self.channels_last, device=self.device, checkpoint=self.checkpoint,
+            )  # fmt: skip
+        return self._runners[shape]
 
     def windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
         """(row, col, h, w) of every window over a height x width tile."""
@@ -122,14 +120,11 @@ class SlidingWindowPredictor:
         the mean over the four flips (each prediction flipped back)."""
         flips = [(), (-1,), (-2,), (-2, -1)] if self.tta else [()]
         batch = batch.to(self.device, non_blocking=True)
+        run = self.runner(tuple(batch.shape[1:]))
         total = None
         for dims in flips:
             x = batch.flip(dims) if dims else batch
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with device_autocast(self.precision, self.device):
-                logits = self.model(x)
-            prob = torch.sigmoid(logits.float())[:, 0]
+            prob = torch.sigmoid(run(x).float())[:, 0]
             prob = prob.flip(dims) if dims else prob
             total = prob if total is None else total + prob
         return (total / len(flips)).cpu()
@@ -165,6 +160,7 @@ class InferSettings:
     precision: str
     channels_last: bool
     tta: bool = False
+    backend: str = "torch"  # resolved: torch | onnxruntime | openvino
 
     @classmethod
     def from_config(cls, cfg) -> InferSettings:
@@ -182,6 +178,7 @@ class InferSettings:
             precision=resolve_precision(cfg.trainer.precision, device.type),
             channels_last=resolve_channels_last(cfg.channels_last),
             tta=bool(infer.get("tta", False)),
+            backend=resolve_backend(infer.get("backend", "auto"), device),
         )
 
 
@@ -198,6 +195,8 @@ def predictor_for(settings: InferSettings, loaded) -> SlidingWindowPredictor:
         channels_last=settings.channels_last,
         tta=settings.tta,
         device=device,
+        backend=settings.backend,
+        checkpoint=getattr(loaded, "path", None),
     )
     if batch_size == "auto" and device.type == "cuda":
         spec = getattr(loaded, "spec", None)

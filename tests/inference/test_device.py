@@ -13,12 +13,12 @@ from torch import nn
 
 from sn7.checks import check_infer
 from sn7.errors import ConfigError
+from sn7.inference.backends import device_autocast
 from sn7.inference.sliding_window import (
     CPU_BATCH_SIZE,
     MAX_AUTO_BATCH,
     InferSettings,
     SlidingWindowPredictor,
-    device_autocast,
     predictor_for,
 )
 from sn7.utils.hardware import resolve_device, resolve_precision
