@@ -8,10 +8,8 @@ in the same order), while memory is bounded by a window's height times the scene
 `scene_footprints` cuts footprints block by block from a probability source that can re-read any
 rows (a scratch GeoTIFF). Each step of `cut_footprints` is local to a component's extent: the
 opening reaches 2 * opening px, so a crop's rows that far from a cut edge are trimmed; the
-watershed and distance transform stay inside a mask component, but skimage's watershed breaks
-ties between equal-depth markers by the order of one heap over everything it floods, so here it
-floods one mask component at a time: the one place where blocks differ from `cut_footprints` on
-the whole map (a few percent of separated buildings split along another line).
+watershed (`separate_buildings`, which floods one mask component at a time) and its distance
+transform stay inside a mask component.
 Filling holes is not local (a hole
 is background the scene border cannot reach): background that touches only a cut edge is
 "uncertain" (compared with the same crop with the cut edges closed), and a component touching a
@@ -273,7 +271,7 @@ def scene_footprints(
         if whole and not separate:  # one call: vectorising is exact for any set of components
             full = (slice(0, crop.mask.shape[0]), slice(0, crop.mask.shape[1]))
             found = _cut_components(crop, labels, whole, full, settings, separate, min_valid)
-        elif whole:  # the watershed one component at a time (its ties are not local)
+        elif whole:  # the watershed one component at a time, as separate_buildings floods
             boxes = ndimage.find_objects(labels)
             for label in whole:
                 found += _cut_components(crop, labels, [label], boxes[label - 1], settings,
