@@ -19,6 +19,7 @@ from benchmarks import (
     bench_prepare,
     bench_profile,
     bench_scale,
+    bench_scene,
     bench_separation,
     bench_train,
 )
@@ -33,6 +34,7 @@ BENCHMARKS = {
     "scale": bench_scale,
     "eval_memory": bench_eval_memory,
     "separation": bench_separation,
+    "scene": bench_scene,
 }
 
 

@@ -96,3 +96,7 @@ def check_predict(p: Mapping) -> None:
         f"predict.threshold={p['threshold']} must be 'auto' or in (0, 1)",
     )
     _require(float(p["min_area"]) >= 0, f"predict.min_area={p['min_area']} must be >= 0")
+    _require(
+        int(p.get("max_scene_px", 1)) >= 1,
+        f"predict.max_scene_px={p.get('max_scene_px')} must be >= 1",
+    )

@@ -131,6 +131,44 @@ def _read(src, path: Path, bands, window, out_shape=None) -> np.ndarray:
         raise DataError(f"GeoTIFF is corrupt or truncated ({_first_line(exc)})", path) from exc
 
 
+def _profile(like: RasterInfo, count: int, dtype: str, nodata: float | None) -> dict:
+    """Tiled (256 px), deflate-compressed GeoTIFF with `like`'s size and georeferencing."""
+    profile = {
+        "driver": "GTiff",
+        "width": like.width,
+        "height": like.height,
+        "count": count,
+        "dtype": dtype,
+        "crs": like.crs,
+        "transform": like.transform,
+        "compress": "deflate",
+        "predictor": 2 if np.dtype(dtype).kind in "ui" else 3,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    if nodata is not None:
+        profile["nodata"] = nodata
+    return profile
+
+
+@contextlib.contextmanager
+def open_geotiff(
+    path: str | Path, like: RasterInfo, dtype: str, *, nodata: float | None = None,
+    compress_level: int | None = None,
+) -> Iterator[rasterio.io.DatasetWriter]:  # fmt: skip
+    """Open a one-band GeoTIFF for writing by windows (`dst.write(a, window=...)`, and
+    `dst.write_mask` for an internal mask band) with write_geotiff's layout. Not atomic by itself:
+    open it on a temp path (`sn7.utils.atomic.atomic_path`)."""
+    profile = _profile(like, 1, dtype, nodata)
+    if compress_level is not None:
+        profile["zlevel"] = compress_level
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            yield dst
+
+
 def write_geotiff(
     path: str | Path,
     array: np.ndarray,
@@ -145,22 +183,7 @@ def write_geotiff(
     nodata when every value of the dtype is meaningful (e.g. a uint8 probability 0-255).
     """
     data = array[None] if array.ndim == 2 else array
-    profile = {
-        "driver": "GTiff",
-        "width": like.width,
-        "height": like.height,
-        "count": data.shape[0],
-        "dtype": data.dtype.name,
-        "crs": like.crs,
-        "transform": like.transform,
-        "compress": "deflate",
-        "predictor": 2 if data.dtype.kind in "ui" else 3,
-        "tiled": True,
-        "blockxsize": 256,
-        "blockysize": 256,
-    }
-    if nodata is not None:
-        profile["nodata"] = nodata
+    profile = _profile(like, data.shape[0], data.dtype.name, nodata)
     with (
         atomic_path(path) as tmp,
         rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True),

@@ -60,8 +60,21 @@ def separate_buildings(
     mask = mask.astype(bool)
     core = mask & (prob >= seed_threshold)
     dist = ndimage.distance_transform_edt(core)
-    # core pixels flood deepest first (-distance < 0); the rest of the mask (0) after them
-    labels = watershed(-dist, _markers(dist, min_distance), connectivity=1, mask=mask)
+    markers = _markers(dist, min_distance)
+    labels = np.zeros_like(markers)
+    # One mask component at a time: the watershed's queue breaks ties by entry time over all it
+    # floods, so flooding the whole map at once would let far-away buildings move a split line.
+    # Per component, a building's split depends on that building alone (and a scene cut into
+    # blocks, sn7.inference.scene, splits it the same way).
+    components, _ = ndimage.label(mask)
+    for k, box in enumerate(ndimage.find_objects(components), start=1):
+        own = components[box] == k
+        seeds = np.where(own, markers[box], 0)
+        ids = np.unique(seeds[seeds > 0])
+        if len(ids) == 1:  # one building: all of it
+            labels[box][own] = ids[0]
+        elif len(ids) > 1:  # core pixels flood deepest first (-distance < 0), the rest after
+            labels[box][own] = watershed(-dist[box], seeds, connectivity=1, mask=own)[own]
     unseeded, n_unseeded = ndimage.label(mask & (labels == 0))
     if n_unseeded:
         labels = np.where(unseeded > 0, unseeded + labels.max(), labels)
