@@ -259,12 +259,15 @@ def account(model, image: np.ndarray) -> tuple[list[str], float]:
 # --- part 2: backends -----------------------------------------------------------------------
 
 
-def one_thread(make):
-    """Build a predictor whose runtime is compiled for one thread (threads are fixed then)."""
+def one_thread(model, image: np.ndarray) -> SlidingWindowPredictor:
+    """The auto predictor with its runtime built for one thread (a runtime's thread count is
+    fixed when it is built, at the first window of a shape)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return make()
+        p = predictor(model)
+        p(image)
+        return p
     finally:
         torch.set_num_threads(before)
 
@@ -299,7 +302,7 @@ def run() -> Section:
         if batch != auto.batch_size:
             rows[f"auto, {batch} windows per pass"] = predictor(model, batch_size=batch)
     if torch.get_num_threads() > 1:
-        rows["auto, 1 thread"] = one_thread(lambda: predictor(model))
+        rows["auto, 1 thread"] = one_thread(model, image)
 
     multiple = 2**model.depth
     padded = F.pad(
