@@ -23,7 +23,9 @@ def headline(metrics: dict) -> dict:
     numbers |= {"threshold_pixel": metrics["thresholds"]["pixel"],
                 "threshold_building": metrics["thresholds"]["building"]}  # fmt: skip
     if metrics["scot"]:
-        numbers |= {f"scot_{k}": metrics["scot"][k] for k in ("scot", "track_score", "change_score")}
+        numbers |= {
+            f"scot_{k}": metrics["scot"][k] for k in ("scot", "track_score", "change_score")
+        }
     return {k: round(float(v), 3) for k, v in numbers.items()}
 
 
