@@ -145,16 +145,14 @@ def export_onnx(model: nn.Module, shape: tuple[int, int, int], path: Path) -> Pa
     """Export `model` (eval, float32, CPU) for (batch, *shape) inputs, atomically."""
     if path.is_file():
         return path
-    model = copy.deepcopy(model).float().cpu().eval()
-    example = torch.zeros(1, *shape)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    with (
-        contextlib.redirect_stdout(io.StringIO()),  # the exporter's progress lines
-        torch.inference_mode(False),
-    ):
+    # outside inference mode (the predictor's forward runs in it): torch.export traces with
+    # autograd's view of tensors, and a copy made in inference mode cannot be traced
+    with torch.inference_mode(False), contextlib.redirect_stdout(io.StringIO()):
+        model = copy.deepcopy(model).float().cpu().eval()
         program = torch.onnx.export(
             model,
-            (example,),
+            (torch.zeros(1, *shape),),
             dynamo=True,
             input_names=["image"],
             output_names=["logits"],
@@ -191,7 +189,8 @@ class TorchRunner:
         self, model: nn.Module, precision: str, channels_last: bool, device, fold: bool = True
     ):
         self.device = torch.device(device)
-        self.model = (fold_batch_norm(model) if fold else model.eval()).to(self.device)
+        model = fold_batch_norm(model) if fold else copy.deepcopy(model).eval()
+        self.model = model.to(self.device)  # a copy: the caller's model is never changed
         self.precision = precision
         self.channels_last = channels_last
         if channels_last:

@@ -164,3 +164,21 @@ def test_the_export_never_needs_the_checkpoint_file(tmp_path):
     )
     assert prob.shape == (32, 32) and not ckpt.exists()
     assert os.listdir(tmp_path) and all(p.endswith(".onnx") for p in os.listdir(tmp_path))
+
+
+def test_a_model_already_run_by_torch_exports_and_is_left_unchanged(tmp_path):
+    """The export happens inside the predictor's inference mode; the model had been run by a
+    torch runner (channels_last, bf16) before: the export works and the model is not changed."""
+    if not backends.installed("onnxruntime"):
+        pytest.skip("onnxruntime missing")
+    model = TinyUNet(in_ch=4, base=4, depth=2, upscale=2).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = backends.TorchRunner(model, "bf16-mixed", True, CPU, fold=False)
+    with torch.inference_mode():
+        runner(torch.zeros(1, 4, 32, 32))
+    prob = predictor(model, "onnxruntime", tmp_path, window=32, overlap=8)(
+        np.zeros((4, 32, 32), np.float32)
+    )
+    assert prob.shape == (32, 32)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]) and value.is_contiguous(), key
