@@ -24,6 +24,7 @@ from torch fp32 eager is measured on the same tile.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections import defaultdict
@@ -139,32 +140,56 @@ def infer_kind(names) -> str:
 
 
 class WorkMode(TorchDispatchMode):
-    """FLOPs (convolutions) and bytes (inputs read + outputs written once) per kind."""
+    """Bytes per kind (inputs read + outputs written once, views free); the convolutions' FLOPs
+    come from `conv_flops` (module hooks: the dispatched op names vary with the CPU path)."""
 
     def __init__(self):
         super().__init__()
-        self.flops: dict[str, float] = defaultdict(float)
         self.bytes: dict[str, float] = defaultdict(float)
+        self.conv_transpose = False  # set by conv_flops' hooks while a transposed conv runs
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func.is_view:
             return out
-        name = func.overloadpacket.__name__
-        kind = infer_kind([name])
-        if name == "convolution":
-            x, w, transposed = args[0], args[1], bool(args[6])
-            kind = "transposed convolution" if transposed else "convolution"
-            # 2 * multiply-adds; a transposed conv's work is counted on its input grid
-            grid = x if transposed else out
-            per_out = w.shape[1] * w.shape[2] * w.shape[3]  # (in or out)/groups * kh * kw
-            channels = w.shape[0]
-            self.flops[kind] += (
-                2.0 * grid.shape[0] * grid.shape[2] * grid.shape[3] * (channels * per_out)
-            )
+        kind = infer_kind([func.overloadpacket.__name__])
+        if kind == "convolution" and self.conv_transpose:
+            kind = "transposed convolution"
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
         self.bytes[kind] += sum(t.numel() * t.element_size() for t in tensors)
         return out
+
+
+@contextlib.contextmanager
+def conv_flops(model: torch.nn.Module, work: WorkMode):
+    """Count 2 x multiply-adds of every Conv2d / ConvTranspose2d the model runs into `flops`;
+    tell `work` when a transposed convolution runs."""
+    flops: dict[str, float] = defaultdict(float)
+
+    def before(module, inputs):
+        work.conv_transpose = isinstance(module, torch.nn.ConvTranspose2d)
+
+    def after(module, inputs, output):
+        work.conv_transpose = False
+        w = module.weight
+        if isinstance(module, torch.nn.ConvTranspose2d):  # every input pixel x the kernel
+            x = inputs[0]
+            flops["transposed convolution"] += (
+                2.0 * x.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+            )
+        else:  # every output pixel x (in / groups) x kernel
+            flops["convolution"] += 2.0 * output.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            handles += [module.register_forward_pre_hook(before),
+                        module.register_forward_hook(after)]  # fmt: skip
+    try:
+        yield flops
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def kind_times(events) -> dict[str, float]:
@@ -194,8 +219,9 @@ def account(model, image: np.ndarray) -> tuple[list[str], float]:
     dtype = torch.bfloat16 if today.precision.startswith("bf16") else torch.float32
     rate, bandwidth = machine_rates(dtype)
     today(image)  # warm-up
-    with WorkMode() as work:
+    with WorkMode() as work, conv_flops(today._torch.model, work) as flops:
         today(image)
+    work.flops = flops
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU]) as prof, record_function(PHASE):
         today(image)

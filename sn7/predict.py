@@ -19,6 +19,7 @@ from pathlib import Path
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
 from omegaconf import DictConfig
 from rasterio.windows import Window
 
@@ -320,7 +321,20 @@ class GeoJSONStream:
         self.fh.close()
 
 
+SCENE_GDAL_CACHE_MB = 64
+
+
 def predict_scene(
+    path: Path, loaded, predictor, mask_threshold: float, footprint: FootprintSettings,
+    settings: PredictSettings,
+) -> int:  # fmt: skip
+    """`_predict_scene` with GDAL's block cache capped: by default it may take 5 % of the RAM, and
+    a scene's scratch and output GeoTIFFs fill it, so the memory grew with the scene's area."""
+    with rasterio.Env(GDAL_CACHEMAX=SCENE_GDAL_CACHE_MB):
+        return _predict_scene(path, loaded, predictor, mask_threshold, footprint, settings)
+
+
+def _predict_scene(
     path: Path, loaded, predictor, mask_threshold: float, footprint: FootprintSettings,
     settings: PredictSettings,
 ) -> int:  # fmt: skip

@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -148,18 +149,29 @@ def export_onnx(model: nn.Module, shape: tuple[int, int, int], path: Path) -> Pa
     batch = torch.export.Dim("batch", min=1, max=1024)
     # outside inference mode (the predictor's forward runs in it): torch.export traces with
     # autograd's view of tensors, and a copy made in inference mode cannot be traced
-    with torch.inference_mode(False), contextlib.redirect_stdout(io.StringIO()):
-        model = copy.deepcopy(model).float().cpu().eval()
-        program = torch.onnx.export(
-            model,
-            (torch.zeros(1, *shape),),
-            dynamo=True,
-            input_names=["image"],
-            output_names=["logits"],
-            dynamic_shapes=({0: batch},),
-            optimize=True,
-            verbose=False,
-        )
+    quiet = logging.getLogger("torch.onnx._internal.exporter._registration")  # torchvision ops
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with (
+            torch.inference_mode(False),
+            contextlib.redirect_stdout(io.StringIO()),  # the exporter's progress lines
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecations
+            model = copy.deepcopy(model).float().cpu().eval()
+            program = torch.onnx.export(
+                model,
+                (torch.zeros(1, *shape),),
+                dynamo=True,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=({0: batch},),
+                optimize=True,
+                verbose=False,
+            )
+    finally:
+        quiet.setLevel(level)
     with atomic_path(path) as tmp:
         program.save(str(tmp))
     log.info("exported the model to %s", path)

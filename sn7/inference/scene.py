@@ -40,7 +40,7 @@ from sn7.inference.sliding_window import blend_weights
 from sn7.inference.vectorize import mean_inside, vectorize_labels
 
 _CROSS = ndimage.generate_binary_structure(2, 1)
-BLOCK_ROWS = 512  # footprint/mask blocks: a multiple of the 256-px GeoTIFF tiles
+BLOCK_ROWS = 256  # footprint/mask blocks: one row of 256-px GeoTIFF tiles (memory ~ width x this)
 SLACK_ROWS = 64  # crop margin beyond the opening's reach, so most seam buildings fit at once
 
 
