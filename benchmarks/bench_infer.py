@@ -324,7 +324,7 @@ def run() -> Section:
     if auto_name is None:  # torch is auto: batch norm folded
         auto_name = "torch, batch norm folded"
     rows[auto_name] = auto  # the same object the stage builds
-    for batch in (2, 4):
+    for batch in (1, 2, 4):
         if batch != auto.batch_size:
             rows[f"auto, {batch} windows per pass"] = predictor(model, batch_size=batch)
     if torch.get_num_threads() > 1:
