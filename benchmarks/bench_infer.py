@@ -352,7 +352,7 @@ def run() -> Section:
         [
             name + (" **(auto)**" if name == auto_name else ""),
             p.backend,
-            p.precision,
+            "32-true" if p.backend == "onnxruntime" else p.precision,
             p.batch_size,
             t.median,
             t.spread(),
