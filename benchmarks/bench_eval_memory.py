@@ -27,8 +27,10 @@ from benchmarks.common import (
     markdown_table,
     progress,
     project_config,
+    project_input_spec,
     rss_mib,
     run_standalone,
+    save_checkpoint,
 )
 
 SIZES = (8, 64)
@@ -38,27 +40,11 @@ TARGET_RSS_RATIO = 1.2  # peak RSS of 64 tiles / 8 tiles
 
 def write_checkpoint(path: Path) -> Path:
     """An sn7 checkpoint of a TinyUNet (base 8, depth 3) with random weights."""
-    import torch
-
-    from sn7.lit.module import CHECKPOINT_FORMAT
     from sn7.models.tiny_unet import TinyUNet
 
-    cfg = project_config("train", [])
     model_cfg = {"_target_": "sn7.models.tiny_unet.TinyUNet", "in_ch": 4, "base": 8, "depth": 3}
     model = TinyUNet(in_ch=4, base=8, depth=3)
-    spec = {k: list(v) if not isinstance(v, (int, str)) else v for k, v in {
-        "bands": cfg.data.bands, "mean": cfg.data.mean, "std": cfg.data.std,
-        "alpha_band": cfg.data.alpha_band, "crop_size": cfg.data.crop_size,
-    }.items()}  # fmt: skip
-    torch.save(
-        {
-            "sn7_format": CHECKPOINT_FORMAT,
-            "hyper_parameters": {"model": model_cfg, "input_spec": spec, "run_config": {}},
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        },
-        path,
-    )
-    return path
+    return save_checkpoint(path, model, model_cfg, project_input_spec())
 
 
 def child(root: Path, work: Path, ckpt: Path, out: Path) -> None:

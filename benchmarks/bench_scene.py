@@ -30,9 +30,11 @@ from benchmarks.common import (
     markdown_table,
     progress,
     project_config,
+    project_input_spec,
     rss_mib,
     run_standalone,
     sample_root,
+    save_checkpoint,
 )
 
 SIZES = (4096, 8192)
@@ -52,11 +54,7 @@ def write_checkpoint(path: Path) -> Path:
     import torch
     from torch import nn
 
-    from sn7.lit.module import CHECKPOINT_FORMAT
-
-    data = project_config("train", []).data
-    spec = {"bands": list(data.bands), "mean": list(data.mean), "std": list(data.std),
-            "alpha_band": data.alpha_band, "crop_size": data.crop_size}  # fmt: skip
+    spec = project_input_spec()
     with rasterio.open(first_tile()) as src:
         red = src.read(1).astype(np.float32) / 255
     cut = float(np.quantile(red[red > 0], BRIGHT_QUANTILE))
@@ -67,15 +65,7 @@ def write_checkpoint(path: Path) -> Path:
         model.bias.fill_(GAIN * (spec["mean"][0] - cut))
     config = {"_target_": "torch.nn.Conv2d", "in_channels": len(spec["bands"]),
               "out_channels": 1, "kernel_size": 1}  # fmt: skip
-    torch.save(
-        {
-            "sn7_format": CHECKPOINT_FORMAT,
-            "hyper_parameters": {"model": config, "input_spec": spec, "run_config": {}},
-            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        },
-        path,
-    )
-    return path
+    return save_checkpoint(path, model, config, spec)
 
 
 def build_mosaic(path: Path, size: int) -> Path:

@@ -315,3 +315,30 @@ def run_standalone(run: Callable[[], Section]) -> Section:
 def progress(message: str) -> None:
     """A line on stderr, so long runs show life without cluttering the report on stdout."""
     print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+
+def project_input_spec() -> dict:
+    """conf/data/sn7.yaml's input spec, as train.py stores it in a checkpoint."""
+    data = project_config("train", []).data
+    return {"bands": list(data.bands), "mean": list(data.mean), "std": list(data.std),
+            "alpha_band": data.alpha_band, "crop_size": data.crop_size}  # fmt: skip
+
+
+def save_checkpoint(path: Path, model, model_config: dict, input_spec: dict) -> Path:
+    """An sn7 checkpoint of `model` (what evaluate.py / predict.py open) without training."""
+    import torch
+
+    from sn7.lit.module import CHECKPOINT_FORMAT
+
+    torch.save(
+        {
+            "sn7_format": CHECKPOINT_FORMAT,
+            "hyper_parameters": {"model": model_config, "input_spec": input_spec, "run_config": {}},
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        },
+        path,
+    )
+    return path

@@ -28,8 +28,8 @@ from sn7.inference.backends import Runner, TorchRunner, make_runner, resolve_bac
 from sn7.utils.hardware import resolve_channels_last, resolve_device, resolve_precision
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
-CPU_BATCH_SIZE = 1  # `batch_size: auto` on CPU: torch 1.4x faster than 4 (page faults); OpenVINO
-# the same at 1, 2 and 4 within the noise of three bench_infer runs (+-4 %)
+CPU_BATCH_SIZE = 1  # `batch_size: auto` on CPU with torch: 1.4x faster than 4 (page faults)
+RUNTIME_CPU_BATCH_SIZE = 4  # with OpenVINO / ONNX Runtime: 3-5 % faster than 1 in 4 of 4 runs
 MAX_AUTO_BATCH = 32  # `batch_size: auto` on CUDA never goes above this
 
 
@@ -183,6 +183,11 @@ class InferSettings:
         )
 
 
+def cpu_auto_batch(backend: str) -> int:
+    """Windows per forward pass for `batch_size: auto` (CUDA replaces it by a measured size)."""
+    return CPU_BATCH_SIZE if backend == "torch" else RUNTIME_CPU_BATCH_SIZE
+
+
 def predictor_for(settings: InferSettings, loaded) -> SlidingWindowPredictor:
     """The predictor `settings` ask for, around `loaded.model`."""
     batch_size = settings.batch_size
@@ -191,7 +196,7 @@ def predictor_for(settings: InferSettings, loaded) -> SlidingWindowPredictor:
         loaded.model,
         window=settings.window,
         overlap=settings.overlap,
-        batch_size=CPU_BATCH_SIZE if batch_size == "auto" else int(batch_size),
+        batch_size=int(batch_size) if batch_size != "auto" else cpu_auto_batch(settings.backend),
         precision=settings.precision,
         channels_last=settings.channels_last,
         tta=settings.tta,

@@ -19,6 +19,7 @@ from sn7.inference.sliding_window import (
     MAX_AUTO_BATCH,
     InferSettings,
     SlidingWindowPredictor,
+    cpu_auto_batch,
     predictor_for,
 )
 from sn7.utils.hardware import resolve_device, resolve_precision
@@ -89,7 +90,9 @@ def test_default_config_on_cpu_keeps_todays_choices(compose_config, no_gpu):
         InferSettings.from_config(cfg), SimpleNamespace(model=pixelwise_model())
     )
     assert predictor.device == torch.device("cpu")
-    assert predictor.batch_size == CPU_BATCH_SIZE == 1
+    assert predictor.batch_size == cpu_auto_batch(predictor.backend)
+    assert cpu_auto_batch("torch") == CPU_BATCH_SIZE == 1
+    assert cpu_auto_batch("openvino") == cpu_auto_batch("onnxruntime") == 4
     assert predictor.precision == resolve_precision("auto", "cpu")  # CPU flags decide, as before
     assert all(p.device.type == "cpu" for p in predictor.model.parameters())
 
