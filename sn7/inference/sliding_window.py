@@ -29,7 +29,7 @@ from sn7.utils.hardware import resolve_channels_last, resolve_device, resolve_pr
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
 CPU_BATCH_SIZE = 1  # `batch_size: auto` on CPU with torch: 1.4x faster than 4 (page faults)
-RUNTIME_CPU_BATCH_SIZE = 4  # with OpenVINO / ONNX Runtime: 3-5 % faster than 1 in 4 of 4 runs
+RUNTIME_CPU_BATCH_SIZE = 4  # OpenVINO / ONNX Runtime: never slower than 1, 3-5 % faster in 4 of 5
 MAX_AUTO_BATCH = 32  # `batch_size: auto` on CUDA never goes above this
 
 
