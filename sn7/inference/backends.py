@@ -7,8 +7,8 @@
   batch, the window's height and width fixed) and run by that runtime on the CPU. OpenVINO runs
   bf16 where the CPU has it natively (the same rule as `precision=auto`), f32 elsewhere; ONNX
   Runtime runs f32;
-- `auto`: on a GPU torch; on a CPU the fastest runtime installed, OpenVINO, then ONNX Runtime,
-  then torch (benchmarks/bench_infer.py measures the order on each machine kind).
+- `auto`: on a GPU torch; on a CPU OpenVINO when installed, else ONNX Runtime at fp32 and torch
+  at bf16 (benchmarks/bench_infer.py measures the order; see `resolve_backend`).
 
 The export is built from the model `sn7.inference.checkpoint.load_model` rebuilt from its
 allow-list (nothing in a checkpoint runs), and cached beside the checkpoint (or in
@@ -27,6 +27,7 @@ import importlib.util
 import io
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -44,8 +45,8 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 RUNTIMES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}  # backend -> module
-AUTO_ORDER = ("openvino", "onnxruntime")  # fastest first (bench_infer, AVX2 and AVX-512 EPYC)
 EXPORT_VERSION = "1"  # bump when the export itself changes, so cached files are re-made
+EXPORT_NAME = re.compile(r"([0-9a-f]{16})\.\d+x\d+\.onnx")  # after "<checkpoint name>."
 INSTALL_HINT = "pip install -e '.[infer]'"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]  # (B, C, h, w) float32 -> (B, 1, h, w) logits
@@ -56,15 +57,22 @@ def installed(backend: str) -> bool:
     return module is None or importlib.util.find_spec(module) is not None
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """`auto` -> what runs fastest here; a named runtime that is missing is a one-line error."""
+def resolve_backend(name: str, device: torch.device, precision: str = "32-true") -> str:
+    """`auto` -> what runs fastest here; a named runtime that is missing is a one-line error.
+
+    On a CPU, OpenVINO (bf16 where native, else f32) beat torch at both precisions; ONNX Runtime
+    runs f32 only, so it beats torch fp32 but not torch bf16 (bench_infer): without OpenVINO, a
+    CPU with native bf16 stays on torch."""
     name = str(name)
     if name not in BACKENDS:
         raise ConfigError(f"infer.backend={name!r} must be one of {list(BACKENDS)}")
     if name == "auto":
         if device.type != "cpu":
             return "torch"
-        return next((b for b in AUTO_ORDER if installed(b)), "torch")
+        if installed("openvino"):
+            return "openvino"
+        bf16 = str(precision).startswith("bf16")
+        return "onnxruntime" if installed("onnxruntime") and not bf16 else "torch"
     if name != "torch" and device.type != "cpu":
         raise ConfigError(
             f"infer.backend={name} runs on the CPU only; use infer.backend=torch (or auto) "
@@ -133,7 +141,8 @@ def onnx_path(model: nn.Module, shape: tuple[int, int, int], checkpoint: Path | 
     key = hashlib.sha256(f"{weights_key(model)}|{EXPORT_VERSION}".encode()).hexdigest()[:16]
     if checkpoint is not None:
         for old in folder.glob(f"{glob_escape(stem)}.*.*.onnx"):
-            if old.name.removeprefix(f"{stem}.").split(".")[0] != key:
+            rest = EXPORT_NAME.fullmatch(old.name.removeprefix(f"{stem}."))
+            if rest is not None and rest.group(1) != key:  # only this checkpoint's own exports
                 old.unlink(missing_ok=True)
     return folder / f"{stem}.{key}.{shape[1]}x{shape[2]}.onnx"
 

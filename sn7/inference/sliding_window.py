@@ -89,7 +89,7 @@ class SlidingWindowPredictor:
         self.precision = precision
         self.channels_last = channels_last
         self.tta = tta
-        self.backend = resolve_backend(backend, self.device)
+        self.backend = resolve_backend(backend, self.device, precision)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self._runners: dict[tuple[int, ...], Runner] = {}
         if self.backend == "torch":  # one runner for every window shape
@@ -171,15 +171,16 @@ class InferSettings:
         check_infer(infer)
         device = resolve_device(infer.get("device", "auto"))
         batch_size = infer.batch_size
+        precision = resolve_precision(cfg.trainer.precision, device.type)
         return cls(
             window=int(infer.window),
             overlap=int(infer.overlap),
             batch_size=batch_size if batch_size == "auto" else int(batch_size),
             device=device,
-            precision=resolve_precision(cfg.trainer.precision, device.type),
+            precision=precision,
             channels_last=resolve_channels_last(cfg.channels_last),
             tta=bool(infer.get("tta", False)),
-            backend=resolve_backend(infer.get("backend", "auto"), device),
+            backend=resolve_backend(infer.get("backend", "auto"), device, precision),
         )
 
 

@@ -129,10 +129,12 @@ def test_a_read_only_checkpoint_folder_caches_the_export_in_the_user_cache(tmp_p
 
 def test_auto_takes_the_fastest_installed_runtime_on_a_cpu_and_torch_on_a_gpu(monkeypatch):
     monkeypatch.setattr(backends, "installed", lambda name: name != "openvino")
-    assert resolve_backend("auto", CPU) == "onnxruntime"
+    assert resolve_backend("auto", CPU, "32-true") == "onnxruntime"
+    assert resolve_backend("auto", CPU, "bf16-mixed") == "torch"  # ONNX Runtime has no bf16
     monkeypatch.setattr(backends, "installed", lambda name: name == "torch")
     assert resolve_backend("auto", CPU) == "torch"
     monkeypatch.setattr(backends, "installed", lambda name: True)
+    assert resolve_backend("auto", CPU, "32-true") == resolve_backend("auto", CPU, "bf16-mixed")
     assert resolve_backend("auto", CPU) == "openvino"
     assert resolve_backend("auto", torch.device("cuda")) == "torch"
 
@@ -182,3 +184,17 @@ def test_a_model_already_run_by_torch_exports_and_is_left_unchanged(tmp_path):
     assert prob.shape == (32, 32)
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]) and value.is_contiguous(), key
+
+
+def test_stale_exports_of_another_checkpoint_name_are_kept(tmp_path):
+    """`best.ckpt`'s cleanup removes only `best.ckpt.<key>.<h>x<w>.onnx` files with other
+    weights, never the export of `best.ckpt.v2` beside it."""
+    other = tmp_path / "best.ckpt.v2.0123456789abcdef.64x64.onnx"
+    mine = tmp_path / "best.ckpt.0123456789abcdef.64x64.onnx"
+    other.write_bytes(b"")
+    mine.write_bytes(b"")
+    path = backends.onnx_path(
+        TinyUNet(in_ch=4, base=4, depth=2), (4, 64, 64), tmp_path / "best.ckpt"
+    )
+    assert other.exists() and not mine.exists()
+    assert path.name.startswith("best.ckpt.") and path.name.endswith(".64x64.onnx")
