@@ -6,7 +6,8 @@ one under TYPE_CHECKING.
     0  sn7/utils/, sn7/errors.py, sn7/constants.py, sn7/__init__.py
     1  sn7/data/, sn7/models/, sn7/metrics/, sn7/testing/ (synthetic data for tests/benchmarks)
     2  sn7/inference/, sn7/evaluation/, sn7/lit/, sn7/viz/, sn7/checks.py (checks data options)
-    3  stages: sn7/prepare.py, train.py, evaluate.py, predict.py, convert.py, series.py
+    3  stages: sn7/prepare.py, train.py, evaluate.py, predict.py (+ predict_scene.py,
+       building_frames.py), convert.py, series.py
     4  entry points at the repository root (prepare.py, train.py, ...): nothing may import them
 
 sn7/testing/ is off to the side: only tests/ and benchmarks/ may import it, no module of sn7.
@@ -40,6 +41,8 @@ FLOORS = {
     "sn7.train": 3,
     "sn7.evaluate": 3,
     "sn7.predict": 3,
+    "sn7.predict_scene": 3,
+    "sn7.building_frames": 3,
     "sn7.convert": 3,
     "sn7.series": 3,
 }

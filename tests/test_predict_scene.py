@@ -11,7 +11,7 @@ import rasterio
 from affine import Affine
 
 import sn7.inference.scene
-import sn7.predict
+import sn7.predict_scene
 from sn7.predict import predict
 from tests.test_predict import predict_cfg
 
@@ -51,7 +51,7 @@ def scene_runs(tmp_path_factory, stub_checkpoint):
         for name, limit in (("whole", 10**9), ("windowed", 10_000)):
             out = tmp / f"{track}_{name}"
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(sn7.predict, "BLOCK_ROWS", 128)
+                mp.setattr(sn7.predict_scene, "BLOCK_ROWS", 128)
                 cfg = predict_cfg(ckpt, image, out, *common, f"track={track}",
                                   f"predict.max_scene_px={limit}")  # fmt: skip
                 predict(cfg)
@@ -136,8 +136,8 @@ def test_an_error_mid_scene_leaves_no_output(tmp_path, stub_checkpoint, monkeypa
             raise OSError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sn7.predict, "clean_rows", failing)
-    monkeypatch.setattr(sn7.predict, "BLOCK_ROWS", 128)
+    monkeypatch.setattr(sn7.predict_scene, "clean_rows", failing)
+    monkeypatch.setattr(sn7.predict_scene, "BLOCK_ROWS", 128)
     cfg = predict_cfg(ckpt, image, out, "predict.gallery=false", "predict.max_scene_px=1000")
     with pytest.raises(OSError, match="disk full"):
         predict(cfg)
