@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -22,6 +23,7 @@ from sn7.checks import check_eval
 from sn7.constants import BUILDING, IGNORE
 from sn7.data.datasets import GridCropDataset
 from sn7.errors import CheckpointError
+from sn7.evaluation.error_profile import combine, id_raster, measure, preset_steps
 from sn7.evaluation.prob_cache import CachedPredictor, cache_salt
 from sn7.evaluation.scope import Scope, held_out, report_scope, selection_scope
 from sn7.evaluation.scoring import FootprintSweep, SplitScore, score_split
@@ -45,6 +47,8 @@ from sn7.metrics.pixel import (
     threshold_grid,
 )
 from sn7.metrics.scot import scot_mean
+from sn7.utils.atomic import write_json_atomic
+from sn7.utils.cli import command_line
 from sn7.utils.console import console, progress_bar
 from sn7.utils.hardware import configure_threads
 from sn7.viz.pictures import Pictures
@@ -68,6 +72,7 @@ class EvalSettings:
     gallery: int
     publish: str | None
     prob_cache: str | None  # folder of cached probabilities (null: off)
+    error_profile: bool  # measure how the network errs per AOI (a `degrade` preset's numbers)
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> EvalSettings:
@@ -89,6 +94,7 @@ class EvalSettings:
             gallery=int(ev.gallery),
             publish=ev.publish,
             prob_cache=ev.get("prob_cache"),
+            error_profile=bool(ev.get("error_profile", False)),
         )
 
     def sweep(self, thresholds) -> FootprintSweep:
@@ -153,6 +159,22 @@ def choose_thresholds(settings: EvalSettings, cfg, loaded, predictor, given) -> 
     return selected
 
 
+def building_threshold(track: TrackSettings, selected: SelectedThresholds) -> float:
+    """The selection split's building threshold, unless track=auto's choice was made on maps
+    imitating a model (a `network` preset): then its threshold, scaled by this checkpoint's
+    selection-split pixel threshold over that model's (a model half as confident is cut at half
+    the threshold). Either way nothing comes from the report split."""
+    relative = None if track.chosen is None else track.chosen.building_threshold(selected.pixel)
+    if relative is None:
+        return selected.building
+    console.print(
+        f"building threshold {relative:.3f} = {track.chosen.threshold:.2f} (track=auto) x pixel "
+        f"threshold {selected.pixel:.2f} / {track.chosen.reference_threshold:.2f} (the model "
+        "its choice imitated)"
+    )
+    return relative
+
+
 def read_selected_or_none(path: Path) -> SelectedThresholds | None:
     """Stored thresholds; an unreadable or old file is replaced by choosing again (with a note)."""
     try:
@@ -195,7 +217,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         predictor = CachedPredictor(predictor, Path(settings.prob_cache), salt)
     selected = choose_thresholds(settings, cfg, loaded, predictor, given)
     grid = sorted(set(settings.pixel_grid) | {selected.pixel})
-    footprint = settings.footprint.at(selected.building)
+    footprint = settings.footprint.at(building_threshold(settings.track, selected))
     out_dir = Path(cfg.paths.run_dir)
     pictures = Pictures(out_dir, loaded.spec.rgb_channels, settings.gallery)
     table: list[dict] = []
@@ -206,10 +228,14 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         pictures.add_month(month.row.stem, month.tile.pixels, month.prob, selected.pixel,
                            month.mask, row["iou"])  # fmt: skip
 
+    profiles: dict[str, dict] = {}
+
     def on_aoi(aoi, months, tracked, truths) -> None:
         names = [m.row.date for m in months]
         shape = months[0].prob.shape
         pictures.add_aoi(aoi, tracked[footprint.threshold], truth_tracks(truths), names, shape)
+        if settings.error_profile:
+            profiles[aoi] = aoi_error_profile(aoi, months, truths, selected.pixel)
 
     score = run_scoring(
         scope, loaded, predictor, grid, footprints=settings.sweep([footprint.threshold]),
@@ -222,11 +248,47 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
     metrics = assemble_metrics(cfg, loaded, scope, selected, score, crop, pictures, given,
                                settings, footprint)  # fmt: skip
     sweep = sweep_rows(grid, score.pixel_counts)
+    if profiles:
+        write_error_profile(out_dir / "error_profile.json", profiles, cfg, loaded, selected)
     write_outputs(out_dir, metrics, table, sweep, metrics["pixel"]["headline"])
     if settings.publish:
         publish(out_dir, Path(settings.publish))
     print_summary(metrics, out_dir)
     return metrics
+
+
+def aoi_error_profile(aoi: str, months, truths, threshold: float) -> dict | None:
+    """How the network errs on one AOI's months (sn7.evaluation.error_profile); None without
+    persistent ids in its labels (dropout and misses follow a building across months)."""
+    if any(t.ids is None for t in truths):
+        console.print(f"[yellow]note: error profile: {aoi} has no persistent ids; skipped[/yellow]")
+        return None
+    shape = months[0].prob.shape
+    index: dict = {}
+    ids = np.stack([id_raster(t.geoms, t.ids, index, shape) for t in truths])
+    probs = np.stack([m.prob for m in months])
+    valid = np.stack([m.mask != IGNORE for m in months])
+    return measure(probs, ids, valid, threshold)
+
+
+def write_error_profile(path: Path, profiles: dict, cfg, loaded, selected) -> None:
+    """error_profile.json: per AOI and combined, with the `degrade` steps that imitate it."""
+    found = {aoi: p for aoi, p in profiles.items() if p is not None}
+    if not found:
+        return
+    profile = combine(list(found.values()))
+    write_json_atomic(path, {
+        "checkpoint": str(Path(cfg.ckpt_path).resolve()),
+        "checkpoint_sha256": file_sha256(loaded.path),
+        "command": command_line() or "evaluate() from Python",
+        "aois": sorted(found),
+        "thresholds_selected_on": selected.selected_on,
+        "per_aoi": found,
+        "profile": profile,
+        "steps": preset_steps(profile),
+    })  # fmt: skip
+    console.print(f"error profile: {path} (python -m sn7.evaluation.error_profile {path} "
+                  "--out conf/degrade/network.yaml makes it a degrade preset)")  # fmt: skip
 
 
 def tile_row(month, t_index: int, building_threshold: float) -> dict:
@@ -297,14 +359,14 @@ def assemble_metrics(
         "track": settings.track.as_dict(),
         "track_chosen": None if settings.track.chosen is None else settings.track.chosen.where(),
         "footprints": footprint.as_dict(),
-        "thresholds": {"pixel": selected.pixel, "building": selected.building},
+        "thresholds": {"pixel": selected.pixel, "building": footprint.threshold},
         "pixel": {
             "headline": _public(headline),
             "oracle": _public(oracle) | {"note": "best on the reported split itself"},
             "sweep": [_public(r) for r in sweep],
         },
         "building": {
-            "threshold": selected.building,
+            "threshold": footprint.threshold,
             "min_area": footprint.min_area,
             "iou_match": settings.iou_match,
             **tracked.buildings.as_dict(),

@@ -119,14 +119,18 @@ def resolve_thresholds(settings: PredictSettings, loaded: LoadedModel) -> tuple[
                    settings.track.as_dict())  # fmt: skip
     if why is not None:
         raise ConfigError(f"stored thresholds do not apply: {why}; {fix}", loaded.path)
-    mask = stored.building if value == "auto_buildings" else stored.pixel
+    chosen = settings.track.chosen
+    relative = None if chosen is None else chosen.building_threshold(stored.pixel)
+    building = stored.building if relative is None else relative  # as evaluate scores them
+    mask = building if value == "auto_buildings" else stored.pixel
     where = stored.selected_on
     log.info(
-        "thresholds (%s): mask %.2f, buildings %.2f, chosen on split %s (%s) of %s",
-        value, mask, stored.building, where.get("split"), ", ".join(where.get("aois") or []),
+        "thresholds (%s): mask %.2f, buildings %.3f%s, chosen on split %s (%s) of %s",
+        value, mask, building, "" if relative is None else " (track=auto's, relative to the "
+        "pixel threshold)", where.get("split"), ", ".join(where.get("aois") or []),
         where.get("data_root"),
     )  # fmt: skip
-    return mask, stored.building
+    return mask, building
 
 
 def aoi_groups(paths: list[Path]) -> list[tuple[str | None, list[Path]]]:

@@ -62,7 +62,13 @@ def shapes(polygons) -> list[str]:
 
 @pytest.mark.parametrize(
     ("mode", "separate"),
-    [("aggregate", "false"), ("aggregate", "true"), ("match", "true"), ("auto", "false")],
+    [
+        ("aggregate", "false"),
+        ("aggregate", "true"),
+        ("match", "true"),
+        ("auto", "false"),
+        ("auto_relative", "false"),
+    ],
 )
 def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
     tmp_path, soft, synthetic_root, monkeypatch, mode, separate
@@ -71,12 +77,13 @@ def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
     footprints evaluate scores are, month by month and id by id, the ones predict writes with
     threshold=auto; both use the stored building threshold, which metrics.json/md print. With
     post.separate=true too (it used to fail in evaluate and predict)."""
-    options = [f"track={mode}", f"post.separate={separate}"]
-    if mode == "auto":  # the tracker chosen on a selection series: here winner, stored by hand
+    auto = mode.startswith("auto")
+    options = [f"track={'auto' if auto else mode}", f"post.separate={separate}"]
+    if auto:  # the tracker chosen on a selection series: here winner, stored by hand
         choice = TrackChoice({"mode": "winner"}, 0.5, {"aois": ["X"], "degradations": ["mild"]},
                              0.9)  # fmt: skip
         options.append(f"track.file={choice.save(tmp_path / 'track.json')}")
-    resolved = "winner" if mode == "auto" else mode
+    resolved = "winner" if auto else mode
     # building candidates that cut into the stub's buildings (p ~0.83-0.98 in a month; ~0.6-0.75
     # in the mean map, one month of four being empty), unlike the pixel threshold: footprints cut
     # at the wrong one would differ
@@ -86,18 +93,24 @@ def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
     stored = read_selected(soft)
     assert stored.building in grid and stored.pixel < 0.6
     assert stored.track["mode"] == resolved and stored.post["separate"] is (separate == "true")
+    building = stored.building
+    if mode == "auto_relative":  # chosen on maps of a model whose pixel threshold was `ref`:
+        ref = 0.5 * stored.pixel / 0.9  # 0.5 there is 0.9 for this checkpoint
+        choice.reference_threshold = ref
+        choice.save(tmp_path / "track.json")
+        building = pytest.approx(0.9)
     spy = TrackSpy(monkeypatch)
     m = run_evaluate(soft, synthetic_root.root, tmp_path, *options, candidates)  # report only
-    assert {fp.threshold for _, fp, _ in spy.calls} == {stored.building}
-    assert m["footprints"]["threshold"] == m["thresholds"]["building"] == stored.building
+    assert [fp.threshold for _, fp, _ in spy.calls] == [building] * len(spy.calls)
+    assert m["footprints"]["threshold"] == m["thresholds"]["building"] == building
     assert m["footprints"]["post"]["separate"] is (separate == "true")
     text = (tmp_path / "eval" / "metrics.md").read_text()
     cut_from = {"aggregate": "the temporal mean map", "match": "each month"}.get(
         resolved, "the collapsed map"
     )
     assert f"footprints cut from {cut_from}" in text
-    assert f"at threshold {stored.building:.2f}" in text
-    if mode == "auto":
+    assert f"at threshold {m['thresholds']['building']:.2f}" in text
+    if auto:
         assert "set by track=auto: chosen on X" in text and m["track"]["mode"] == "winner"
 
     aoi = synthetic_root.aois[0]

@@ -19,10 +19,10 @@ import pytest
 
 import sn7.data.truth_rasters as truth_rasters
 from sn7.data.label_series import discover_label_series
-from sn7.errors import DataError
+from sn7.errors import ConfigError, DataError
 from sn7.evaluation.degrade import Degradation
 from sn7.evaluation.series import id_rasters
-from sn7.series import series
+from sn7.series import degradation_named, series
 
 REPO = Path(__file__).resolve().parents[1]
 LABEL_SERIES = REPO.parent / "shared" / "sn7_label_series"
@@ -228,3 +228,28 @@ def test_track_auto_without_a_choice_is_one_error_line(tmp_path, run_series):
 
     with pytest.raises(ConfigError, match="search=track"):
         run_series(write_series(tmp_path / "root"), "track=auto", f"track.file={tmp_path}/x.json")
+
+
+def test_search_on_a_network_preset_stores_its_reference_threshold(tmp_path, run_series):
+    """Degradations that imitate a model (reference_threshold) make the choice relative: a model
+    whose selection split chose half the pixel threshold is cut at half the building threshold."""
+    from sn7.evaluation.track_search import search
+    from sn7.inference.track_choice import read_choice
+
+    root = write_series(tmp_path / "root")
+    choice = tmp_path / "track.json"
+    run_series(
+        root, "search=track", "search.degradations=[network]", "search.thresholds=[0.2]",
+        "search.tracks=[{mode:match}]", f"search.out={choice}",
+    )  # fmt: skip
+    stored = read_choice(choice)
+    network = degradation_named("network")
+    assert stored.reference_threshold == network.reference_threshold is not None
+    ref = stored.reference_threshold
+    assert stored.building_threshold(ref) == pytest.approx(0.2)
+    assert stored.building_threshold(ref / 2) == pytest.approx(0.1)
+    assert stored.building_threshold(ref * 100) == 0.99  # clipped into (0, 1)
+    stored.reference_threshold = None
+    assert stored.building_threshold(0.3) is None  # absolute: the selection split decides
+    with pytest.raises(ConfigError, match="different pixel thresholds"):
+        search([], [network, degradation_named("mild")], [], None, 4, 0, tmp_path, root)

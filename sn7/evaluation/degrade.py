@@ -5,20 +5,23 @@ tracker's (or a temporal rule's) robustness to it can be measured without traini
 degradation (conf/degrade/<name>.yaml) is a list of steps applied in order:
 
 - label steps change which true buildings each month shows, on the (T, H, W) id rasters:
-  missed (a share of ids never shown), flicker (a share of buildings absent in one random month
+  missed (a share of ids never shown, or a share per size bin), dropout (each building-month
+  hidden with a probability, per size bin), flicker (a share of buildings absent in one random month
   they stand in), boundary (each building dilated, px > 0, or eroded, px < 0), contact (the
   pixels where two buildings touch dropped: truth as a body map);
 - then the ids are rendered into probabilities (INSIDE on buildings, OUTSIDE elsewhere) and map
-  steps change those: merge (gaps up to `gap` px between buildings bridged), false_positives
-  (random discs, `density` per million pixels each month), blur (Gaussian, `sigma` px), noise
-  (N(0, sd) per pixel, clipped to [0, 1]), scale (one month's map times `factor`).
+  steps change those: levels (the rendered 0.95 / 0.05 moved to a network's own confidence),
+  merge (gaps up to `gap` px between buildings bridged), false_positives (random discs,
+  `density` per million pixels each month), blur (Gaussian, `sigma` px), noise (N(0, sd) per
+  pixel, optionally spatially correlated, clipped to [0, 1]), scale (one month's map times
+  `factor`), gain (every month's map times its own random factor).
 
 Every step draws from its own generator, seeded by (seed, step index, AOI): the same seed gives
 the same maps, and one step's draws do not shift when another is added.
 
 `contact` renders truth as a boundary-aware model's body class (touching buildings cut apart).
-Still to come: a `network` preset whose parameters are measured from a real model's errors
-(cpu_best).
+The `network` preset (conf/degrade/network.yaml) chains these with parameters measured from a
+real model's errors (sn7/evaluation/error_profile.py).
 """
 
 from __future__ import annotations
@@ -39,11 +42,54 @@ from sn7.errors import ConfigError
 INSIDE, OUTSIDE = 0.95, 0.05  # probabilities of rendered truth: building, background
 
 
-def missed(ids: np.ndarray, rng: np.random.Generator, share: float = 0.1) -> np.ndarray:
-    """round(share * N) of the N ids of the series never shown, in any month."""
-    present = np.unique(ids[ids > 0])
-    hidden = rng.choice(present, round(share * len(present)), replace=False)
+def _median_areas(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(present ids, each one's median area in px over the months it stands in)."""
+    areas: dict[int, list[int]] = {}
+    for month in ids:
+        values, counts = np.unique(month[month > 0], return_counts=True)
+        for v, c in zip(values.tolist(), counts.tolist(), strict=True):
+            areas.setdefault(v, []).append(c)
+    present = np.array(sorted(areas), ids.dtype)
+    return present, np.array([np.median(areas[v]) for v in present.tolist()])
+
+
+def _share_by_area(areas: np.ndarray, by_area: Sequence) -> np.ndarray:
+    """Each area's share from [[max_area, share], ...] (ascending max_area; the first bin whose
+    max_area exceeds it; beyond the last: the last share)."""
+    edges = [float(a) for a, _ in by_area]
+    shares = np.array([float(s) for _, s in by_area])
+    return shares[np.minimum(np.searchsorted(edges, areas, side="right"), len(shares) - 1)]
+
+
+def missed(
+    ids: np.ndarray, rng: np.random.Generator, share: float = 0.1, by_area: Sequence | None = None
+) -> np.ndarray:
+    """round(share * N) of the N ids of the series never shown, in any month. With `by_area`
+    ([[max_area px, share], ...]), each id is hidden with the share of its median area's bin
+    (small buildings are missed more: the `network` preset's measured recall by size)."""
+    present, areas = _median_areas(ids)
+    if by_area:
+        hidden = present[rng.random(len(present)) < _share_by_area(areas, by_area)]
+    else:
+        hidden = rng.choice(present, round(share * len(present)), replace=False)
     return np.where(np.isin(ids, hidden), 0, ids)
+
+
+def dropout(
+    ids: np.ndarray, rng: np.random.Generator, rate: float = 0.1, by_area: Sequence | None = None
+) -> np.ndarray:
+    """Each (building, month) it stands in hidden independently with probability `rate` (or its
+    median area's bin's rate from `by_area`): a model that misses a building in some months."""
+    present, areas = _median_areas(ids)
+    rates = _share_by_area(areas, by_area) if by_area else np.full(len(present), float(rate))
+    lut = np.zeros(int(ids.max(initial=0)) + 1)
+    lut[present] = rates
+    out = ids.copy()
+    for t, month in enumerate(ids):
+        shown = np.unique(month[month > 0])
+        drop = shown[rng.random(len(shown)) < lut[shown]]
+        out[t][np.isin(month, drop)] = 0
+    return out
 
 
 def flicker(ids: np.ndarray, rng: np.random.Generator, share: float = 0.1) -> np.ndarray:
@@ -113,8 +159,9 @@ def false_positives(
     rng: np.random.Generator,
     density: float = 20.0,
     radius: Sequence[int] = (2, 4),
+    value: float = INSIDE,
 ) -> np.ndarray:
-    """Discs of INSIDE at random places, Poisson(density per million pixels) a month, radius
+    """Discs of `value` at random places, Poisson(density per million pixels) a month, radius
     drawn uniformly from [radius[0], radius[1]] px."""
     out = probs.copy()
     height, width = probs.shape[1:]
@@ -123,7 +170,7 @@ def false_positives(
             centre = (rng.uniform(0, height), rng.uniform(0, width))
             r = rng.integers(radius[0], radius[1] + 1)
             rr, cc = draw_disk(centre, r, shape=(height, width))
-            out[t, rr, cc] = np.maximum(out[t, rr, cc], INSIDE)
+            out[t, rr, cc] = np.maximum(out[t, rr, cc], value)
     return out
 
 
@@ -132,9 +179,34 @@ def blur(probs: np.ndarray, rng: np.random.Generator, sigma: float = 1.0) -> np.
     return ndimage.gaussian_filter(probs, sigma=(0, sigma, sigma), mode="reflect")
 
 
-def noise(probs: np.ndarray, rng: np.random.Generator, sd: float = 0.15) -> np.ndarray:
-    """Per-pixel N(0, sd) noise, clipped to [0, 1]."""
-    return np.clip(probs + rng.normal(0.0, sd, probs.shape), 0.0, 1.0).astype(np.float32)
+def noise(
+    probs: np.ndarray, rng: np.random.Generator, sd: float = 0.15, corr: float = 0.0
+) -> np.ndarray:
+    """Per-pixel N(0, sd) noise, clipped to [0, 1]; with corr > 0 the noise is white noise
+    smoothed by a Gaussian of sigma `corr` px and rescaled to sd (a network's errors come in
+    blobs, not single pixels)."""
+    white = rng.normal(0.0, 1.0, probs.shape)
+    if corr > 0:
+        white = ndimage.gaussian_filter(white.astype(np.float32), (0, corr, corr), mode="reflect")
+        white /= max(float(white.std()), 1e-12)
+    return np.clip(probs + sd * white, 0.0, 1.0).astype(np.float32)
+
+
+def levels(
+    probs: np.ndarray, rng: np.random.Generator, inside: float = INSIDE, outside: float = OUTSIDE
+) -> np.ndarray:
+    """Rendered truth's INSIDE / OUTSIDE moved to `inside` / `outside` (linear in between): a
+    network's own confidence on buildings and background."""
+    return (outside + (probs - OUTSIDE) * (inside - outside) / (INSIDE - OUTSIDE)).astype(
+        np.float32
+    )
+
+
+def gain(probs: np.ndarray, rng: np.random.Generator, sd: float = 0.1) -> np.ndarray:
+    """Every month's map times exp(N(0, sd)), clipped to [0, 1]: each month seen a little
+    brighter or darker (season, haze, sensor), not just one."""
+    factors = np.exp(rng.normal(0.0, sd, len(probs))).astype(np.float32)
+    return np.clip(probs * factors[:, None, None], 0.0, 1.0).astype(np.float32)
 
 
 def scale(probs: np.ndarray, rng: np.random.Generator, factor: float = 0.6, month: int = 0):
@@ -149,6 +221,7 @@ def scale(probs: np.ndarray, rng: np.random.Generator, factor: float = 0.6, mont
 
 LABEL_STEPS: dict[str, Callable] = {
     "missed": missed,
+    "dropout": dropout,
     "flicker": flicker,
     "boundary": boundary,
     "contact": contact,
@@ -159,9 +232,11 @@ MAP_STEPS: dict[str, Callable] = {
     "blur": blur,
     "noise": noise,
     "scale": scale,
+    "levels": levels,
+    "gain": gain,
 }
-_SHARES = ("share",)
-_NON_NEGATIVE = ("sigma", "sd", "gap", "density", "factor")
+_SHARES = ("share", "rate", "inside", "outside", "value")
+_NON_NEGATIVE = ("sigma", "sd", "gap", "density", "factor", "corr")
 
 
 @dataclass(frozen=True)
@@ -194,6 +269,8 @@ def _step(node: Mapping, k: int) -> Step:
     for key in _NON_NEGATIVE:
         if key in params and float(params[key]) < 0:
             raise ConfigError(f"degrade.steps[{k}].{key}={params[key]} must be >= 0")
+    if "by_area" in params:
+        params["by_area"] = _by_area(params["by_area"], f"degrade.steps[{k}].by_area")
     if kind == "false_positives" and "radius" in params:
         r = list(params["radius"])
         if len(r) != 2 or not 0 < int(r[0]) <= int(r[1]):
@@ -204,19 +281,38 @@ def _step(node: Mapping, k: int) -> Step:
     return Step(kind, params)
 
 
+def _by_area(value, where: str) -> tuple[tuple[float, float], ...]:
+    try:
+        pairs = tuple((float(a), float(share)) for a, share in value)
+    except (TypeError, ValueError):
+        pairs = ()
+    edges = [a for a, _ in pairs]
+    if not pairs or edges != sorted(edges) or not all(0 <= s <= 1 for _, s in pairs):
+        raise ConfigError(
+            f"{where}={value} must be [[max_area px, share in [0, 1]], ...] by ascending max_area"
+        )
+    return pairs
+
+
 @dataclass(frozen=True)
 class Degradation:
     """conf/degrade: a name and its steps, label steps first (checked once at a stage's start)."""
 
     name: str
     steps: tuple[Step, ...] = ()
+    # the pixel threshold of the model whose errors the steps imitate (the `network` preset)
+    reference_threshold: float | None = None
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> Degradation:
         node = dict(node or {})
-        unknown = sorted(set(node) - {"name", "steps"})
+        known = ["name", "reference_threshold", "steps"]
+        unknown = sorted(set(node) - set(known))
         if unknown:
-            raise ConfigError(f"degrade: unknown keys {unknown}; known: ['name', 'steps']")
+            raise ConfigError(f"degrade: unknown keys {unknown}; known: {known}")
+        reference = node.get("reference_threshold")
+        if reference is not None and not 0 < float(reference) < 1:
+            raise ConfigError(f"degrade.reference_threshold={reference} must be in (0, 1)")
         steps = tuple(_step(s, k) for k, s in enumerate(node.get("steps") or []))
         kinds = [s.on_labels for s in steps]
         if kinds != sorted(kinds, reverse=True):
@@ -224,10 +320,14 @@ class Degradation:
                 f"degrade {node.get('name')}: label steps {sorted(LABEL_STEPS)} must come before "
                 f"map steps {sorted(MAP_STEPS)} (they change the ids the maps are rendered from)"
             )
-        return cls(str(node.get("name", "custom")), steps)
+        reference = None if reference is None else float(reference)
+        return cls(str(node.get("name", "custom")), steps, reference)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "steps": [{"kind": s.kind, **s.params} for s in self.steps]}
+        out = {"name": self.name, "steps": [{"kind": s.kind, **s.params} for s in self.steps]}
+        if self.reference_threshold is not None:
+            out["reference_threshold"] = self.reference_threshold
+        return out
 
     def apply(self, ids: np.ndarray, seed: int, aoi: str = "") -> tuple[np.ndarray, np.ndarray]:
         """(shown ids, probability maps), both (T, H, W), of the truth id rasters `ids`."""

@@ -50,6 +50,12 @@ def search(
     data_root: Path,
 ) -> TrackChoice:
     """The candidate with the best mean SCOT over AOIs x degradations (ties: the earlier one)."""
+    references = {d.reference_threshold for d in degradations}
+    if len(references) > 1:
+        raise ConfigError(
+            "search: the degradations imitate models of different pixel thresholds "
+            f"({sorted(references, key=str)}); choose on one kind at a time"
+        )
     scores: dict[int, list[float]] = {k: [] for k in range(len(candidates))}
     detail: dict[int, dict[str, float]] = {k: {} for k in range(len(candidates))}
     for s in chosen:
@@ -82,6 +88,7 @@ def search(
             "min_area": min_area,
         },
         score=means[best],
+        reference_threshold=references.pop(),
         candidates=[
             {
                 "track": c.track.as_dict(),

@@ -20,6 +20,22 @@ def temporal_mean(probs: np.ndarray, valids: np.ndarray | None = None) -> np.nda
     return np.divide(total, count, out=np.zeros(count.shape, np.float32), where=count > 0)
 
 
+def month_normalised(probs: np.ndarray, valids: np.ndarray | None, quantile: float) -> np.ndarray:
+    """Each month's map times (the series' median q-quantile) / (its own q-quantile), over valid
+    pixels, clipped to [0, 1]: a month the model sees darker or brighter (season, haze, another
+    sensor: cpu_best's July months score a third of its January ones) no longer reads as
+    buildings vanishing or appearing. A month without valid pixels is left as it is."""
+    probs = np.asarray(probs, np.float32)
+    levels = np.array([
+        np.quantile(p if valids is None else p[np.asarray(v, bool)], quantile)
+        if (valids is None or np.asarray(v, bool).any()) else np.nan
+        for p, v in zip(probs, probs if valids is None else valids, strict=True)
+    ])  # fmt: skip
+    target = np.nanmedian(levels) if np.isfinite(levels).any() else np.nan
+    factors = np.where(np.isfinite(levels) & (levels > 0), target / np.maximum(levels, 1e-6), 1.0)
+    return np.clip(probs * factors[:, None, None].astype(np.float32), 0.0, 1.0)
+
+
 def suffix_max_mean(
     probs: np.ndarray, valids: np.ndarray | None = None, min_run: int = 2
 ) -> np.ndarray:

@@ -27,6 +27,9 @@ class TrackChoice:
     candidates: list[dict] = field(default_factory=list)  # every candidate and its scores
     format: str = FORMAT
     created: str = ""
+    # the pixel threshold of the model a `network` preset imitates: thresholds then transfer to
+    # another model relative to its own selection-split pixel threshold (None: absolute)
+    reference_threshold: float | None = None
 
     def save(self, path: str | Path) -> Path:
         from sn7.utils.atomic import write_json_atomic
@@ -44,6 +47,15 @@ class TrackChoice:
             f"chosen on {', '.join(s.get('aois') or [])} of {s.get('data_root')} under "
             f"{', '.join(s.get('degradations') or [])} (mean SCOT {self.score:.3f})"
         )
+
+    def building_threshold(self, pixel: float) -> float | None:
+        """The building threshold for a model whose selection split chose `pixel`: the chosen
+        threshold scaled by pixel / reference_threshold (a model half as confident is cut at
+        half the threshold); None when the choice is absolute (the selection split decides)."""
+        if self.reference_threshold is None:
+            return None
+        value = self.threshold * float(pixel) / float(self.reference_threshold)
+        return float(min(max(value, 0.01), 0.99))
 
 
 def read_choice(path: str | Path) -> TrackChoice:

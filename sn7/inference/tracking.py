@@ -24,7 +24,13 @@ from shapely.geometry.base import BaseGeometry
 
 from sn7.errors import ConfigError
 from sn7.inference.footprints import FootprintSettings, cut_footprints
-from sn7.inference.temporal import monthly_scores, split_means, suffix_max_mean, temporal_mean
+from sn7.inference.temporal import (
+    month_normalised,
+    monthly_scores,
+    split_means,
+    suffix_max_mean,
+    temporal_mean,
+)
 from sn7.inference.track_choice import TrackChoice, read_choice
 from sn7.inference.tracks import Building, TrackedMonths
 from sn7.inference.winner import track_winner
@@ -218,6 +224,7 @@ class TrackSettings:
         if mode not in TRACKERS:
             raise ConfigError(f"track.mode must be one of {sorted(TRACKERS)}; got {mode!r}")
         accepted = set(inspect.signature(TRACKERS[mode]).parameters) - _GIVEN
+        accepted |= {"calibrate", "month_norm"}
         if mode in PER_MONTH:
             accepted.add("refine")
         unknown = sorted(set(params) - accepted)
@@ -237,6 +244,15 @@ class TrackSettings:
             for name, p in inspect.signature(TRACKERS[mode]).parameters.items()
             if name not in _GIVEN and p.default is not inspect.Parameter.empty
         }
+        if "calibrate" in params and not isinstance(params["calibrate"], bool):
+            raise ConfigError(f"track.calibrate={params['calibrate']!r} must be true or false")
+        norm = params.get("month_norm")
+        if norm is not None and not 0.5 <= float(norm) < 1:
+            raise ConfigError(f"track.month_norm={norm} must be null or a quantile in [0.5, 1)")
+        if not params.get("calibrate", False):
+            params.pop("calibrate", None)  # stored only when on: older choices stay comparable
+        if norm is None:
+            params.pop("month_norm", None)
         return cls(mode, {**defaults, **params})
 
     def as_dict(self) -> dict:
@@ -247,6 +263,23 @@ class TrackSettings:
         options = ", ".join(f"{k}={v}" for k, v in self.options.items())
         text = f"{self.mode}{f' ({options})' if options else ''}"
         return text if self.chosen is None else f"auto: {text}, {self.chosen.where()}"
+
+
+CALIBRATED = 0.5  # where a calibrated map puts the building threshold
+
+
+def calibrated(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Maps moved so the building threshold lands on 0.5: linear on [0, threshold] -> [0, 0.5]
+    and [threshold, 1] -> [0.5, 1]. The winners' constants (seed 0.6, stable mean 0.4, start 0.3,
+    jump 0.5) were set for their own models' probabilities; a model whose buildings score 0.3
+    (threshold 0.25 on its selection split) never reaches them, calibrated it does. Monotone:
+    what lies above the threshold before lies above 0.5 after."""
+    t = float(threshold)
+    if not 0 < t < 1:
+        raise ConfigError(f"track.calibrate needs a building threshold in (0, 1); got {t}")
+    low = probs * (CALIBRATED / t)
+    high = CALIBRATED + (probs - t) * ((1 - CALIBRATED) / (1 - t))
+    return np.where(probs <= t, low, high).astype(np.float32)
 
 
 def track_aoi(
@@ -261,6 +294,12 @@ def track_aoi(
     probs = np.stack([np.asarray(p, np.float32) for p in probs])
     valids = None if valids is None else np.stack([np.asarray(v, bool) for v in valids])
     options = dict(track.options)
+    norm = options.pop("month_norm", None)
+    if norm is not None:  # every month brought to the series' level first
+        probs = month_normalised(probs, valids, float(norm))
+    if options.pop("calibrate", False):  # the rules' constants then hold for any model
+        probs = calibrated(probs, footprint.threshold)
+        footprint = footprint.at(CALIBRATED)
     if track.mode not in PER_MONTH:
         return TRACKERS[track.mode](probs, valids, footprint, **options)
     refine = float(options.pop("refine", 0.0))

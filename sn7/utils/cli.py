@@ -50,3 +50,11 @@ def command_line_keys() -> set[str]:
     if not HydraConfig.initialized():
         return set()
     return override_keys(HydraConfig.get().overrides.task)
+
+
+def command_line() -> str:
+    """The running stage's command line as a user would retype it ("" outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return ""
+    cfg = HydraConfig.get()
+    return " ".join(["python", f"{cfg.job.name}.py", *cfg.overrides.task])

@@ -134,3 +134,67 @@ def test_contact_cuts_touching_buildings_apart():
     assert out[1, 5] == 0 and out[2, 5] == 2 and out[0, 5] == 0  # 2 and 3 touched there
     assert (out[4:6, 6:8] == 4).all()
     assert Degradation.from_config({"steps": [{"kind": "contact"}]}).steps[0].on_labels
+
+
+def _sized_ids(months: int = 4) -> np.ndarray:
+    """(T, 64, 64): ids 1-10 small (3x3 px = 9), 11-20 large (6x6 = 36), every month."""
+    ids = np.zeros((months, 64, 64), np.uint32)
+    for k in range(20):
+        r, c = 2 + 12 * (k // 5), 2 + 12 * (k % 5)
+        side = 3 if k < 10 else 6
+        ids[:, r : r + side, c : c + side] = k + 1
+    return ids
+
+
+def test_missed_by_area_hides_only_the_bins_it_names():
+    shown, _ = degrade([{"kind": "missed", "by_area": [[20, 1.0], [1e9, 0.0]]}], _sized_ids())
+    assert set(np.unique(shown).tolist()) == {0, *range(11, 21)}  # every small one, no large one
+
+
+def test_dropout_hides_building_months_independently():
+    ids = _sized_ids(months=40)
+    shown, _ = degrade([{"kind": "dropout", "by_area": [[20, 0.5], [1e9, 0.0]]}], ids)
+    small = [(shown[t] == k).any() for k in range(1, 11) for t in range(40)]
+    assert 0.35 < 1 - np.mean(small) < 0.65  # about half the small building-months
+    assert all((shown[t] == k).any() for k in range(11, 21) for t in range(40))  # large: all
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"kind": "missed", "by_area": [[50, 1.5]]},
+        {"kind": "dropout", "by_area": [[50, 0.1], [20, 0.1]]},
+        {"kind": "dropout", "by_area": "many"},
+        {"kind": "levels", "inside": 1.2},
+        {"kind": "noise", "corr": -1},
+    ],
+)
+def test_bad_new_step_parameters_are_one_line_errors(step):
+    with pytest.raises(ConfigError, match=r"degrade\.steps\[0\]"):
+        Degradation.from_config({"name": "bad", "steps": [step]})
+
+
+def test_levels_move_the_rendered_confidence():
+    _, probs = degrade([{"kind": "levels", "inside": 0.4, "outside": 0.1}])
+    assert np.allclose(probs[_ids() > 0], 0.4) and np.allclose(probs[_ids() == 0], 0.1)
+
+
+def test_correlated_noise_keeps_its_sd_and_is_smooth():
+    flat = np.zeros((2, 128, 128), np.uint32)
+    _, white = degrade([{"kind": "levels", "outside": 0.5}, {"kind": "noise", "sd": 0.05}], flat)
+    _, smooth = degrade(
+        [{"kind": "levels", "outside": 0.5}, {"kind": "noise", "sd": 0.05, "corr": 2.0}], flat
+    )
+    assert abs(white.std() - 0.05) < 0.005 and abs(smooth.std() - 0.05) < 0.01
+
+    def lag1(x):
+        return np.corrcoef(x[:, :, :-1].ravel(), x[:, :, 1:].ravel())[0, 1]
+
+    assert abs(lag1(white)) < 0.05 and lag1(smooth) > 0.8  # exp(-1 / 16) = 0.94
+
+
+def test_gain_scales_each_month_by_its_own_factor():
+    _, probs = degrade([{"kind": "gain", "sd": 0.3}], _ids(months=6))
+    outside = [np.unique(p[_ids(months=6)[0] == 0]) for p in probs]  # 0.05: never clipped
+    assert all(len(v) == 1 for v in outside)  # one factor per month, whole map
+    assert len({round(float(v[0]), 5) for v in outside}) == 6  # months differ

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from sn7.errors import ConfigError
 from sn7.inference.footprints import FootprintSettings, PostSettings
-from sn7.inference.tracking import TrackSettings, track_aggregate, track_aoi
+from sn7.inference.tracking import TrackSettings, calibrated, track_aggregate, track_aoi
 from sn7.inference.winner import change_start, collapse, track_winner
 
 BG, ON = 0.05, 0.9
@@ -194,3 +195,64 @@ def test_a_stable_building_touching_a_new_one_is_kept():
     assert sorted(tracked.first_seen.values()) == [0, 2]
     left, right = sorted(tracked.polygons(3), key=lambda p: p.centroid.x)
     assert left.touches(right) and left.intersection(right).area == 0
+
+
+def test_calibrate_lets_the_rules_read_an_under_confident_model():
+    """Buildings at 0.3, background 0.01, building threshold 0.2 (a model like cpu_best). Plain:
+    A's mean score 0.3 is under stable_mean 0.4 and B's rise 0.29 under change_jump 0.5, so
+    nothing stands. Calibrated (0.2 -> 0.5): buildings 0.5625, background 0.025; A is stable
+    (mean 0.56 > 0.4), B rises by 0.54 > 0.5 and starts in month 2."""
+    probs = series(4, (5, 5, 12, 12, always(4, 0.3)), (25, 25, 32, 32, from_month(2, 4, 0.3)))
+    probs[probs == np.float32(BG)] = 0.01
+    footprint = FootprintSettings(0.2, PostSettings(), 4.0)
+    plain = TrackSettings.from_config({"mode": "winner"})
+    assert track_aoi(plain, probs, None, footprint).first_seen == {}
+    on = TrackSettings.from_config({"mode": "winner", "calibrate": True})
+    assert track_aoi(on, probs, None, footprint).first_seen == {1: 0, 2: 2}
+
+
+def test_calibrate_keeps_what_lies_above_the_threshold():
+    probs = np.linspace(0, 1, 101, dtype=np.float32)
+    for t in (0.1, 0.25, 0.6):
+        out = calibrated(probs, t)
+        assert np.all(np.diff(out) > 0) and out[0] == 0 and out[-1] == pytest.approx(1)
+        assert np.array_equal(out > 0.5, probs > t)
+    match = {"mode": "match"}
+    maps = series(3, (5, 5, 12, 12, always(3, 0.3)), (25, 25, 32, 32, from_month(1, 3, 0.22)))
+    footprint = FootprintSettings(0.2, PostSettings(), 4.0)
+    a = track_aoi(TrackSettings.from_config(match), maps, None, footprint)
+    b = track_aoi(TrackSettings.from_config({**match, "calibrate": True}), maps, None, footprint)
+    assert a.first_seen == b.first_seen == {1: 0, 2: 1}
+
+
+def test_calibrate_is_stored_only_when_on():
+    assert "calibrate" not in TrackSettings.from_config({"mode": "winner"}).options
+    off = TrackSettings.from_config({"mode": "winner", "calibrate": False})
+    assert "calibrate" not in off.options
+    assert TrackSettings.from_config({"mode": "aggregate", "calibrate": True}).options["calibrate"]
+    with pytest.raises(ConfigError, match="calibrate"):
+        TrackSettings.from_config({"mode": "winner", "calibrate": "yes"})
+
+
+def test_month_norm_undoes_darker_first_months():
+    """A stands in all 4 months at 0.9, B from month 2, but months 0 and 1 are seen x0.3 (A
+    scores 0.27, 0.27, 0.9, 0.9). Plain winner: A's rise 0.63 > 0.5 makes it a change, month 0
+    under 0.3, so it "appears" in month 2 with B. Normalised at the 0.9 quantile (in buildings
+    in every month: A and B cover > 10 % of the map), every month's level is the median 0.585:
+    A scores 0.585 throughout (stable, mean > 0.4), B rises 0.03 -> 0.585 (> 0.5) in month 2."""
+    probs = series(4, (5, 5, 25, 25, always(4)), (28, 28, 44, 44, from_month(2, 4)))
+    probs[:2] *= 0.3
+    assert winner(probs).first_seen == {1: 2, 2: 2}
+    settings = TrackSettings.from_config({"mode": "winner", "month_norm": 0.9})
+    footprint = FootprintSettings(0.4, PostSettings(), 4.0)
+    assert track_aoi(settings, probs, None, footprint).first_seen == {1: 0, 2: 2}
+
+
+def test_month_normalised_levels_and_bad_quantiles():
+    from sn7.inference.temporal import month_normalised
+
+    probs = np.stack([np.full((4, 4), v, np.float32) for v in (0.2, 0.4, 0.4)])
+    out = month_normalised(probs, None, 0.9)
+    assert np.allclose(out, 0.4)
+    with pytest.raises(ConfigError, match="month_norm"):
+        TrackSettings.from_config({"mode": "match", "month_norm": 1.5})
