@@ -114,7 +114,7 @@ def choose_thresholds(settings: EvalSettings, cfg, loaded, predictor, given) -> 
     now (and stored). The building threshold is the one whose tracked footprints (the footprints
     evaluate reports and predict writes) score the best SN7 building F1 there. A fixed
     eval.threshold is used as given."""
-    stored_settings = settings.stored_settings()
+    stored_settings = {**settings.stored_settings(), "tta": bool(getattr(predictor, "tta", False))}
     if settings.threshold is not None:
         t = settings.threshold
         return SelectedThresholds(t, t, {"split": "given", "role": "eval.threshold"},
@@ -149,6 +149,7 @@ def choose_thresholds(settings: EvalSettings, cfg, loaded, predictor, given) -> 
         min_area=settings.footprint.min_area,
         checkpoint_sha256=sha,
         track=stored_settings["track"],
+        tta=stored_settings["tta"],
         pixel_iou=pixel["iou"],
         building_f1=building.buildings.as_dict()["f1_sn7"],
         pixel_grid=candidates(settings.pixel_grid),

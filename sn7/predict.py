@@ -96,7 +96,9 @@ def list_inputs(spec: str) -> list[Path]:
     return [path]  # a single file; a missing one is reported when it is read
 
 
-def resolve_thresholds(settings: PredictSettings, loaded: LoadedModel) -> tuple[float, float]:
+def resolve_thresholds(
+    settings: PredictSettings, loaded: LoadedModel, tta: bool = False
+) -> tuple[float, float]:
     """(mask threshold, building threshold). A number is both; `auto` takes what evaluate chose
     on this checkpoint's selection split (pixel threshold for the mask GeoTIFF, building threshold
     for the footprints, so predict writes the footprints evaluate scored); `auto_buildings` the
@@ -116,7 +118,7 @@ def resolve_thresholds(settings: PredictSettings, loaded: LoadedModel) -> tuple[
             f"no thresholds chosen on a selection split are stored; {fix}", loaded.path
         )
     why = mismatch(stored, file_sha256(loaded.path), settings.post.as_dict(), settings.min_area,
-                   settings.track.as_dict())  # fmt: skip
+                   settings.track.as_dict(), tta=tta)  # fmt: skip
     if why is not None:
         raise ConfigError(f"stored thresholds do not apply: {why}; {fix}", loaded.path)
     chosen = settings.track.chosen
@@ -258,7 +260,7 @@ def predict(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> list[
     loaded = load_model(cfg.ckpt_path, cfg.get("trusted_models") or ())
     check_against_checkpoint(cfg, loaded, set(given))
     inputs = list_inputs(str(cfg.input))
-    mask_threshold, building_threshold = resolve_thresholds(settings, loaded)
+    mask_threshold, building_threshold = resolve_thresholds(settings, loaded, infer.tta)
     footprint = FootprintSettings(building_threshold, settings.post, settings.min_area)
     predictor = predictor_for(infer, loaded)
     out_dir = settings.out_dir

@@ -361,6 +361,13 @@ def test_threshold_auto_reads_the_evaluated_threshold(tmp_path, stub_checkpoint,
     other_track = replace(settings, track=TrackSettings.from_config({"mode": "none"}))
     with pytest.raises(ConfigError, match="chosen with"):  # footprints of another tracker
         resolve_thresholds(other_track, loaded)
+    with pytest.raises(ConfigError, match="tta"):  # chosen on plain, asked for flip-averaged
+        resolve_thresholds(settings, loaded, tta=True)
+    replace(selected, tta=True).save(ckpt)
+    assert resolve_thresholds(settings, loaded, tta=True) == (0.9, 0.6)
+    with pytest.raises(ConfigError, match="tta"):
+        resolve_thresholds(settings, loaded)
+    selected.save(ckpt)
     other = stub_checkpoint(tmp_path / "other.ckpt", gain=11.0)
     Path(f"{other}.thresholds.json").write_text(thresholds_path(ckpt).read_text())
     with pytest.raises(ConfigError, match="different checkpoint"):  # copied beside another file

@@ -56,9 +56,11 @@ class SelectedThresholds:
     building_grid: list[float] | None = None
     format: str = FORMAT
     created: str = ""
+    tta: bool = False  # chosen on flip-averaged probabilities (infer.tta=true)
 
     def settings(self) -> dict:
-        return {"post": dict(self.post), "min_area": float(self.min_area), "track": self.track}
+        out = {"post": dict(self.post), "min_area": float(self.min_area), "track": self.track}
+        return {**out, "tta": True} if self.tta else out  # older files (no tta) still match
 
     def save(self, ckpt: str | Path) -> Path:
         self.created = self.created or time.strftime("%Y-%m-%d %H:%M:%S")
@@ -79,6 +81,7 @@ def mismatch(
     min_area: float,
     track: dict,
     grids: tuple[list[float], list[float]] | None = None,
+    tta: bool = False,
 ) -> str | None:
     """Why stored thresholds do not apply to this checkpoint and these footprint settings (None:
     they do). `grids` (pixel, building candidates) are compared when given: evaluate asks for its
@@ -86,6 +89,8 @@ def mismatch(
     if stored.checkpoint_sha256 != sha256:
         return "they were chosen for a different checkpoint file (hash differs)"
     wanted = {"post": dict(post), "min_area": float(min_area), "track": dict(track)}
+    if tta:  # flip-averaged probabilities need their own thresholds
+        wanted["tta"] = True
     if stored.settings() != wanted:
         return f"they were chosen with {stored.settings()}, not {wanted}"
     if grids is not None:
