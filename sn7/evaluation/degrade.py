@@ -281,6 +281,37 @@ def _step(node: Mapping, k: int) -> Step:
     return Step(kind, params)
 
 
+# how each step's parameters move with strength s: multiplied by s (0 = no effect), or moved
+# from their no-effect value towards the given one (x0 + s (x - x0))
+_SCALED = {"share", "rate", "sigma", "sd", "density", "gap", "px"}
+_TOWARDS = {("levels", "inside"): INSIDE, ("levels", "outside"): OUTSIDE, ("scale", "factor"): 1.0}
+
+
+def scaled_step(node: dict, strength: float) -> dict:
+    """A step's config at `strength` (1: as given; 0: no effect; between: proportionally; gap
+    and px rounded, shares at most 1). Area bins keep their edges, their shares scale. `contact`
+    has no strength: it is how truth is drawn, not an error."""
+    if strength == 1.0:
+        return node
+    kind = node.get("kind")
+    out = dict(node)
+    for key, value in node.items():
+        if key in _SCALED:
+            out[key] = value * strength
+            if key in ("gap", "px"):
+                out[key] = round(out[key])
+            if key in ("share", "rate"):
+                out[key] = min(1.0, out[key])
+        elif (kind, key) in _TOWARDS:
+            x0 = _TOWARDS[(kind, key)]
+            out[key] = x0 + strength * (float(value) - x0)
+        elif key == "by_area":
+            out[key] = [[a, min(1.0, float(share) * strength)] for a, share in value]
+    if kind == "false_positives" and "value" in node:
+        out["value"] = INSIDE + strength * (float(node["value"]) - INSIDE)
+    return out
+
+
 def _by_area(value, where: str) -> tuple[tuple[float, float], ...]:
     try:
         pairs = tuple((float(a), float(share)) for a, share in value)
@@ -302,18 +333,23 @@ class Degradation:
     steps: tuple[Step, ...] = ()
     # the pixel threshold of the model whose errors the steps imitate (the `network` preset)
     reference_threshold: float | None = None
+    strength: float = 1.0  # the steps' parameters scaled towards truth (0) or beyond (> 1)
 
     @classmethod
     def from_config(cls, node: Mapping | None) -> Degradation:
         node = dict(node or {})
-        known = ["name", "reference_threshold", "steps"]
+        known = ["name", "reference_threshold", "steps", "strength"]
         unknown = sorted(set(node) - set(known))
         if unknown:
             raise ConfigError(f"degrade: unknown keys {unknown}; known: {known}")
         reference = node.get("reference_threshold")
         if reference is not None and not 0 < float(reference) < 1:
             raise ConfigError(f"degrade.reference_threshold={reference} must be in (0, 1)")
-        steps = tuple(_step(s, k) for k, s in enumerate(node.get("steps") or []))
+        strength = float(node.get("strength", 1.0))
+        if strength < 0:
+            raise ConfigError(f"degrade.strength={strength} must be >= 0 (0: truth, 1: as given)")
+        raw = [scaled_step(dict(s or {}), strength) for s in node.get("steps") or []]
+        steps = tuple(_step(s, k) for k, s in enumerate(raw))
         kinds = [s.on_labels for s in steps]
         if kinds != sorted(kinds, reverse=True):
             raise ConfigError(
@@ -321,12 +357,14 @@ class Degradation:
                 f"map steps {sorted(MAP_STEPS)} (they change the ids the maps are rendered from)"
             )
         reference = None if reference is None else float(reference)
-        return cls(str(node.get("name", "custom")), steps, reference)
+        return cls(str(node.get("name", "custom")), steps, reference, strength)
 
     def as_dict(self) -> dict:
         out = {"name": self.name, "steps": [{"kind": s.kind, **s.params} for s in self.steps]}
         if self.reference_threshold is not None:
             out["reference_threshold"] = self.reference_threshold
+        if self.strength != 1.0:
+            out["strength"] = self.strength  # the steps above are already scaled
         return out
 
     def apply(self, ids: np.ndarray, seed: int, aoi: str = "") -> tuple[np.ndarray, np.ndarray]:

@@ -247,6 +247,7 @@ def preset_yaml(profile_file: Path, name: str) -> str:
         "# selection split; written by `python -m sn7.evaluation.error_profile` (its docstring",
         f"# says what each number measures) from {profile_file}.",
         f"name: {name}",
+        "strength: 1.0      # parameters scaled: 0 = truth, 0.5 = half as bad, 1 = as measured",
         "# thresholds chosen on these maps transfer to a model relative to its own pixel threshold",
         f"reference_threshold: {p['threshold']}",
         "steps:",

@@ -198,3 +198,28 @@ def test_gain_scales_each_month_by_its_own_factor():
     outside = [np.unique(p[_ids(months=6)[0] == 0]) for p in probs]  # 0.05: never clipped
     assert all(len(v) == 1 for v in outside)  # one factor per month, whole map
     assert len({round(float(v[0]), 5) for v in outside}) == 6  # months differ
+
+
+def test_strength_scales_every_step_between_truth_and_the_preset():
+    preset = {
+        "name": "p",
+        "steps": [
+            {"kind": "missed", "by_area": [[20, 0.5], [1e9, 0.2]]},
+            {"kind": "levels", "inside": 0.35, "outside": 0.01},
+            {"kind": "blur", "sigma": 2.0},
+            {"kind": "noise", "sd": 0.1, "corr": 1.0},
+            {"kind": "scale", "factor": 0.6, "month": 0},
+        ],
+    }
+    half = Degradation.from_config({**preset, "strength": 0.5}).as_dict()
+    assert half["strength"] == 0.5
+    missed, levels, blur_, noise_, scale_ = half["steps"]
+    assert missed["by_area"] == ((20.0, 0.25), (1e9, 0.1))
+    assert levels["inside"] == pytest.approx(0.65) and levels["outside"] == pytest.approx(0.03)
+    assert blur_["sigma"] == 1.0 and noise_["sd"] == 0.05 and noise_["corr"] == 1.0
+    assert scale_["factor"] == pytest.approx(0.8)
+    _, zero = Degradation.from_config({**preset, "strength": 0}).apply(_ids(), 0, "a")
+    assert np.allclose(zero, render(_ids()))  # strength 0 is truth
+    assert "strength" not in Degradation.from_config(preset).as_dict()
+    with pytest.raises(ConfigError, match="strength"):
+        Degradation.from_config({**preset, "strength": -1})
