@@ -164,7 +164,9 @@ def search_table(choice: TrackChoice) -> tuple[list[str], list[list]]:
     keys = sorted(ranked[0]["scot"])
     rows = [[_track_text(c["track"]), c["threshold"], c["mean_scot"], *[c["scot"][k] for k in keys]]
             for c in ranked]  # fmt: skip
-    return ["track", "threshold", "mean SCOT", *[k.split("/")[-1] for k in keys]], rows
+    aois = {k.split("/")[0] for k in keys}
+    names = [k.split("/")[-1] if len(aois) == 1 else f"{k[:9]} {k.split('/')[-1]}" for k in keys]
+    return ["track", "threshold", "mean SCOT", *names], rows
 
 
 def search_markdown(choice: TrackChoice, path: Path) -> str:
@@ -173,7 +175,7 @@ def search_markdown(choice: TrackChoice, path: Path) -> str:
         "# Tracker search", "",
         f"Chosen: `{_track_text(choice.track)}` at threshold {choice.threshold:.2f}, "
         f"{choice.where()}; stored in `{path}` ({choice.created}). Columns: SCOT per "
-        f"degradation of {', '.join(choice.selected_on.get('aois') or [])}.", "",
+        f"AOI / degradation of {', '.join(choice.selected_on.get('aois') or [])}.", "",
         markdown_table(columns, rows, formats={"threshold": ".2f"}), "",
     ])  # fmt: skip
 

@@ -175,7 +175,7 @@ TRACKERS: dict[str, Callable] = {
     "winner": track_winner,
 }
 _GIVEN = {"month_polygons", "probs", "valids", "footprint"}  # passed by track_aoi, not the config
-DEFAULT_CHOICE = Path(__file__).resolve().parents[2] / "results" / "series" / "track.json"
+DEFAULT_CHOICE = Path(__file__).resolve().parents[2] / "results" / "series" / "track_network.json"
 PER_MONTH = ("none", "match")  # modes that cut each month's map alone, then chain the months
 _RANGES = {
     "refine": (0.0, 1.0),
