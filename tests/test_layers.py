@@ -44,6 +44,7 @@ FLOORS = {
     "sn7.predict_scene": 3,
     "sn7.building_frames": 3,
     "sn7.convert": 3,
+    "sn7.release": 3,
     "sn7.series": 3,
 }
 ENTRY_POINTS = {p.stem for p in REPO.glob("*.py")}
