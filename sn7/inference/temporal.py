@@ -23,8 +23,8 @@ def temporal_mean(probs: np.ndarray, valids: np.ndarray | None = None) -> np.nda
 def month_normalised(probs: np.ndarray, valids: np.ndarray | None, quantile: float) -> np.ndarray:
     """Each month's map times (the series' median q-quantile) / (its own q-quantile), over valid
     pixels, clipped to [0, 1]: a month the model sees darker or brighter (season, haze, another
-    sensor: cpu_best's July months score a third of its January ones) no longer reads as
-    buildings vanishing or appearing. A month without valid pixels is left as it is."""
+    sensor: round 3's baseline scores its July months at a fifth of its January ones) no longer
+    reads as buildings vanishing or appearing. A month without valid pixels is left as it is."""
     probs = np.asarray(probs, np.float32)
     levels = np.array([
         np.quantile(p if valids is None else p[np.asarray(v, bool)], quantile)

@@ -247,8 +247,8 @@ class TrackSettings:
         if "calibrate" in params and not isinstance(params["calibrate"], bool):
             raise ConfigError(f"track.calibrate={params['calibrate']!r} must be true or false")
         norm = params.get("month_norm")
-        if norm is not None and not 0.5 <= float(norm) < 1:
-            raise ConfigError(f"track.month_norm={norm} must be null or a quantile in [0.5, 1)")
+        if norm is not None and not (isinstance(norm, int | float) and 0.5 <= norm < 1):
+            raise ConfigError(f"track.month_norm={norm!r} must be null or a quantile in [0.5, 1)")
         if not params.get("calibrate", False):
             params.pop("calibrate", None)  # stored only when on: older choices stay comparable
         if norm is None:
