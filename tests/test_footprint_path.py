@@ -223,3 +223,24 @@ def test_probabilities_are_cached_per_checkpoint_and_input(
     run_evaluate(other, synthetic_root.root, tmp_path, cache, "eval.crop_metrics=false")
     assert (calls[2].misses, calls[2].hits) == (calls[0].misses, calls[0].hits)  # same tiles
     assert len(list((tmp_path / "probs").rglob("*.npy"))) == 2 * calls[0].misses
+
+
+def test_error_profile_measures_the_model_evaluate_scores(
+    tmp_path, stub_checkpoint, synthetic_root
+):
+    """eval.error_profile=true writes error_profile.json per AOI with the degrade steps that
+    imitate the model; the perfect stub model finds every building and makes no false blobs."""
+    import json
+
+    from sn7.evaluation.degrade import Degradation
+
+    perfect = stub_checkpoint(tmp_path / "perfect.ckpt")
+    run_evaluate(perfect, synthetic_root.root, tmp_path, "eval.error_profile=true",
+                 "eval.crop_metrics=false")  # fmt: skip
+    raw = json.loads((tmp_path / "eval" / "error_profile.json").read_text())
+    assert raw["aois"] and set(raw["per_aoi"]) == set(raw["aois"])
+    p = raw["profile"]
+    assert p["inside"] > 0.99 and p["outside"] < 0.01
+    assert all(b["persistent_miss"] == 0 for b in p["misses"]["bins"] if b["buildings"])
+    assert p["false_positives"]["count"] == 0
+    assert Degradation.from_config({"name": "n", "steps": raw["steps"]}).steps  # a valid preset
