@@ -165,8 +165,9 @@ def building_threshold(track: TrackSettings, selected: SelectedThresholds) -> fl
     imitating a model (a `network` preset): then its threshold, scaled by this checkpoint's
     selection-split pixel threshold over that model's (a model half as confident is cut at half
     the threshold). Either way nothing comes from the report split."""
+    given = selected.selected_on.get("split") == "given"  # eval.threshold: used as given
     relative = None if track.chosen is None else track.chosen.building_threshold(selected.pixel)
-    if relative is None:
+    if relative is None or given:
         return selected.building
     console.print(
         f"building threshold {relative:.3f} = {track.chosen.threshold:.2f} (track=auto) x pixel "

@@ -133,6 +133,10 @@ def test_evaluate_scores_what_predict_writes_with_the_settings_it_prints(
             assert shapes([shapely.from_wkt(wkt[building_id])]) == shapes([polygon])
         n_buildings += len(month)
     assert n_buildings > 0
+    if mode == "auto_relative":  # a given eval.threshold is used as given, not scaled
+        fixed = run_evaluate(soft, synthetic_root.root, tmp_path / "fixed", *options, candidates,
+                             "eval.threshold=0.7")  # fmt: skip
+        assert fixed["thresholds"]["building"] == fixed["footprints"]["threshold"] == 0.7
 
 
 def test_iou_match_reaches_the_building_rule(tmp_path, soft, synthetic_root, monkeypatch):
