@@ -37,6 +37,7 @@ from sn7.evaluation.thresholds import (
 from sn7.inference.checkpoint import check_against_checkpoint, load_model
 from sn7.inference.footprints import FootprintSettings, PostSettings
 from sn7.inference.sliding_window import InferSettings, predictor_for
+from sn7.inference.track_choice import building_threshold_for
 from sn7.inference.tracking import TrackedMonths, TrackSettings
 from sn7.metrics.pixel import (
     best_row,
@@ -160,21 +161,23 @@ def choose_thresholds(settings: EvalSettings, cfg, loaded, predictor, given) -> 
     return selected
 
 
-def building_threshold(track: TrackSettings, selected: SelectedThresholds) -> float:
+def building_threshold(settings: EvalSettings, selected: SelectedThresholds) -> float:
     """The selection split's building threshold, unless track=auto's choice was made on maps
     imitating a model (a `network` preset): then its threshold, scaled by this checkpoint's
     selection-split pixel threshold over that model's (a model half as confident is cut at half
-    the threshold). Either way nothing comes from the report split."""
-    given = selected.selected_on.get("split") == "given"  # eval.threshold: used as given
-    relative = None if track.chosen is None else track.chosen.building_threshold(selected.pixel)
-    if relative is None or given:
+    the threshold). Either way nothing comes from the report split; a given eval.threshold is
+    used as given."""
+    if settings.threshold is not None:
         return selected.building
-    console.print(
-        f"building threshold {relative:.3f} = {track.chosen.threshold:.2f} (track=auto) x pixel "
-        f"threshold {selected.pixel:.2f} / {track.chosen.reference_threshold:.2f} (the model "
-        "its choice imitated)"
-    )
-    return relative
+    chosen = settings.track.chosen
+    building = building_threshold_for(chosen, selected.pixel, selected.building)
+    if building != selected.building:
+        console.print(
+            f"building threshold {building:.3f} = {chosen.threshold:.2f} (track=auto) x pixel "
+            f"threshold {selected.pixel:.2f} / {chosen.reference_threshold:.2f} (the model its "
+            "choice imitated)"
+        )
+    return building
 
 
 def read_selected_or_none(path: Path) -> SelectedThresholds | None:
@@ -219,7 +222,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         predictor = CachedPredictor(predictor, Path(settings.prob_cache), salt)
     selected = choose_thresholds(settings, cfg, loaded, predictor, given)
     grid = sorted(set(settings.pixel_grid) | {selected.pixel})
-    footprint = settings.footprint.at(building_threshold(settings.track, selected))
+    footprint = settings.footprint.at(building_threshold(settings, selected))
     out_dir = Path(cfg.paths.run_dir)
     pictures = Pictures(out_dir, loaded.spec.rgb_channels, settings.gallery)
     table: list[dict] = []

@@ -31,6 +31,7 @@ from sn7.inference.checkpoint import LoadedModel, check_against_checkpoint, load
 from sn7.inference.footprints import FootprintSettings, PostSettings
 from sn7.inference.sliding_window import InferSettings, predictor_for
 from sn7.inference.tiles import TileInput, read_tile
+from sn7.inference.track_choice import building_threshold_for
 from sn7.inference.tracking import TrackedMonths, TrackSettings, track_aoi
 from sn7.metrics.pixel import sweep_rows, tile_counts
 from sn7.predict_scene import is_large, predict_scene
@@ -121,15 +122,13 @@ def resolve_thresholds(
                    settings.track.as_dict(), tta=tta)  # fmt: skip
     if why is not None:
         raise ConfigError(f"stored thresholds do not apply: {why}; {fix}", loaded.path)
-    chosen = settings.track.chosen
-    relative = None if chosen is None else chosen.building_threshold(stored.pixel)
-    building = stored.building if relative is None else relative  # as evaluate scores them
+    building = building_threshold_for(settings.track.chosen, stored.pixel, stored.building)
     mask = building if value == "auto_buildings" else stored.pixel
     where = stored.selected_on
+    scaled = "" if building == stored.building else " (track=auto's, relative to the pixel one)"
     log.info(
         "thresholds (%s): mask %.2f, buildings %.3f%s, chosen on split %s (%s) of %s",
-        value, mask, building, "" if relative is None else " (track=auto's, relative to the "
-        "pixel threshold)", where.get("split"), ", ".join(where.get("aois") or []),
+        value, mask, building, scaled, where.get("split"), ", ".join(where.get("aois") or []),
         where.get("data_root"),
     )  # fmt: skip
     return mask, building

@@ -284,7 +284,12 @@ def _step(node: Mapping, k: int) -> Step:
 # how each step's parameters move with strength s: multiplied by s (0 = no effect), or moved
 # from their no-effect value towards the given one (x0 + s (x - x0))
 _SCALED = {"share", "rate", "sigma", "sd", "density", "gap", "px"}
-_TOWARDS = {("levels", "inside"): INSIDE, ("levels", "outside"): OUTSIDE, ("scale", "factor"): 1.0}
+_TOWARDS = {
+    ("levels", "inside"): INSIDE,
+    ("levels", "outside"): OUTSIDE,
+    ("false_positives", "value"): INSIDE,
+    ("scale", "factor"): 1.0,
+}
 
 
 def scaled_step(node: dict, strength: float) -> dict:
@@ -307,8 +312,6 @@ def scaled_step(node: dict, strength: float) -> dict:
             out[key] = x0 + strength * (float(value) - x0)
         elif key == "by_area":
             out[key] = [[a, min(1.0, float(share) * strength)] for a, share in value]
-    if kind == "false_positives" and "value" in node:
-        out["value"] = INSIDE + strength * (float(node["value"]) - INSIDE)
     return out
 
 

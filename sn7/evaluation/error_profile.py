@@ -55,13 +55,14 @@ def id_raster(geoms, ids, index: dict, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _levels(probs, ids, valid) -> tuple[float, float, np.ndarray, np.ndarray]:
-    inside_px = np.zeros(probs.shape, bool)
-    far_px = np.zeros(probs.shape, bool)
-    for t, month in enumerate(ids):
-        mask = month > 0
-        inside_px[t] = ndimage.binary_erosion(mask) & valid[t]
-        far_px[t] = (ndimage.distance_transform_edt(~mask) > FAR) & valid[t]
+def _distance_to_buildings(ids) -> np.ndarray:
+    """(T, H, W) px from each pixel to the month's nearest building pixel (0 on buildings)."""
+    return np.stack([ndimage.distance_transform_edt(month == 0) for month in ids])
+
+
+def _levels(probs, ids, valid, distance) -> tuple[float, float, np.ndarray, np.ndarray]:
+    inside_px = np.stack([ndimage.binary_erosion(month > 0) for month in ids]) & valid
+    far_px = (distance > FAR) & valid
     if not inside_px.any() or not far_px.any():
         raise ConfigError("error profile: needs months with building interiors and background")
     return float(np.median(probs[inside_px])), float(np.median(probs[far_px])), inside_px, far_px
@@ -94,20 +95,19 @@ def _misses(probs, ids, valid, threshold: float) -> dict:
     return {"bins": bins, "buildings": len(months)}
 
 
-def _blur_sigma(probs, ids, valid) -> float:
+def _blur_sigma(probs, ids, valid) -> tuple[float, np.ndarray]:
+    """(sigma, truth mask blurred by it) correlating best with P."""
     truth = (ids > 0).astype(np.float32)
-    best, best_r = 0.0, -np.inf
+    best, best_r, best_map = 0.0, -np.inf, truth
     for sigma in SIGMAS:
         blurred = ndimage.gaussian_filter(truth, (0, sigma, sigma)) if sigma else truth
         r = np.corrcoef(blurred[valid], probs[valid])[0, 1]
         if r > best_r:
-            best, best_r = sigma, r
-    return best
+            best, best_r, best_map = sigma, r, blurred
+    return best, best_map
 
 
-def _noise(probs, ids, valid, sigma: float, far_px, threshold: float) -> tuple[float, float]:
-    truth = (ids > 0).astype(np.float32)
-    blurred = ndimage.gaussian_filter(truth, (0, sigma, sigma)) if sigma else truth
+def _noise(probs, blurred, valid, far_px, threshold: float) -> tuple[float, float]:
     slope, intercept = np.polyfit(blurred[valid], probs[valid], 1)
     residual = probs - (intercept + slope * blurred)
     quiet = far_px & (probs < threshold)
@@ -121,12 +121,12 @@ def _noise(probs, ids, valid, sigma: float, far_px, threshold: float) -> tuple[f
     return sd, float(corr)
 
 
-def _false_positives(probs, ids, valid, threshold: float) -> dict:
+def _false_positives(probs, distance, valid, threshold: float) -> dict:
     radii: list[float] = []
     count = 0
     pixels = 0
-    for t, month in enumerate(ids):
-        near = ndimage.distance_transform_edt(month == 0) <= FP_GAP
+    for t in range(len(probs)):
+        near = distance[t] <= FP_GAP
         labels, n = ndimage.label((probs[t] >= threshold) & valid[t], structure=np.ones((3, 3)))
         if n:
             touches = ndimage.maximum(near, labels, np.arange(1, n + 1)).astype(bool)
@@ -165,9 +165,10 @@ def measure(probs: np.ndarray, ids: np.ndarray, valid: np.ndarray, threshold: fl
         raise ConfigError(
             f"error profile: probs {probs.shape}, ids {ids.shape}, valid {valid.shape} differ"
         )
-    inside, outside, inside_px, far_px = _levels(probs, ids, valid)
-    sigma = _blur_sigma(probs, ids, valid)
-    sd, corr = _noise(probs, ids, valid, sigma, far_px, threshold)
+    distance = _distance_to_buildings(ids)  # shared by the levels and the false positives
+    inside, outside, inside_px, far_px = _levels(probs, ids, valid, distance)
+    sigma, blurred = _blur_sigma(probs, ids, valid)
+    sd, corr = _noise(probs, blurred, valid, far_px, threshold)
     month_inside = _month_inside(probs, inside_px)
     return {
         "threshold": float(threshold),
@@ -178,7 +179,7 @@ def measure(probs: np.ndarray, ids: np.ndarray, valid: np.ndarray, threshold: fl
         "blur_sigma": sigma,
         "noise_sd": sd,
         "noise_corr": corr,
-        "false_positives": _false_positives(probs, ids, valid, threshold),
+        "false_positives": _false_positives(probs, distance, valid, threshold),
         "month_inside": month_inside,
         "gain_sd": _gain_sd(month_inside),
     }

@@ -58,6 +58,13 @@ class TrackChoice:
         return float(min(max(value, 0.01), 0.99))
 
 
+def building_threshold_for(choice: TrackChoice | None, pixel: float, selected: float) -> float:
+    """The building threshold a checkpoint is cut at: its selection split's (`selected`), or
+    the choice's scaled to its pixel threshold when the choice imitated a model."""
+    relative = None if choice is None else choice.building_threshold(pixel)
+    return selected if relative is None else relative
+
+
 def read_choice(path: str | Path) -> TrackChoice:
     """The stored choice; a missing, foreign or broken file is a one-line error naming a fix."""
     path = Path(path)
