@@ -385,6 +385,7 @@ def test_checkpoint_hparams_describe_model_and_input(tb_run):
             "base": 8,
             "depth": 2,
             "upscale": 1,
+            "out_ch": 1,
         }
         assert hp["input_spec"] == {
             "bands": [1, 2, 3, 4],
@@ -519,6 +520,27 @@ def test_evaluate_after_training_outside_a_hydra_app(synthetic_root, tiny_cfg, t
     assert value == pytest.approx(metrics["pixel"]["headline"]["iou"])
     summary = json.loads((tmp_path / "train_summary.json").read_text())
     assert summary["metrics"]["eval/full_tile_iou"] == pytest.approx(value)
+
+
+def test_boundary_targets_train_and_evaluate_end_to_end(synthetic_root, tiny_cfg, tmp_path):
+    """targets=boundary: a building / edge / contact checkpoint opens in evaluate (weights only,
+    the allow-listed TinyUNet with out_ch=3) and is scored on the map the stages share."""
+    from sn7.inference.checkpoint import load_model
+
+    cfg = tiny_cfg(
+        synthetic_root.root,
+        tmp_path,
+        "targets=boundary",
+        "logger=none",
+        "evaluate_after_training=true",
+        "optimized_metric=eval/full_tile_iou",
+        "eval_overrides=['eval.gallery=0','eval.crop_metrics=false']",
+    )
+    value = train(cfg)
+    loaded = load_model(tmp_path / "checkpoints" / "best.ckpt")
+    assert loaded.model_config["out_ch"] == 3 and loaded.model.head.out_channels == 3
+    metrics = json.loads((tmp_path / "evaluate" / "metrics.json").read_text())
+    assert value == pytest.approx(metrics["pixel"]["headline"]["iou"])
 
 
 def load_entry_point():

@@ -49,7 +49,7 @@ EXPORT_VERSION = "1"  # bump when the export itself changes, so cached files are
 EXPORT_NAME = re.compile(r"([0-9a-f]{16})\.\d+x\d+\.onnx")  # after "<checkpoint name>."
 INSTALL_HINT = "pip install -e '.[infer]'"
 
-Runner = Callable[[torch.Tensor], torch.Tensor]  # (B, C, h, w) float32 -> (B, 1, h, w) logits
+Runner = Callable[[torch.Tensor], torch.Tensor]  # (B, C, h, w) float32 -> (B, K, h, w) logits
 
 
 def installed(backend: str) -> bool:

@@ -25,6 +25,7 @@ from torch import nn
 from sn7.data.windows import check_window, window_starts
 from sn7.errors import ConfigError
 from sn7.inference.backends import Runner, TorchRunner, make_runner, resolve_backend
+from sn7.models.heads import building_probability
 from sn7.utils.hardware import resolve_channels_last, resolve_device, resolve_precision
 
 _MIN_WEIGHT = 1e-3  # keeps tile-edge pixels (covered by one window edge only) well defined
@@ -125,7 +126,7 @@ class SlidingWindowPredictor:
         total = None
         for dims in flips:
             x = batch.flip(dims) if dims else batch
-            prob = torch.sigmoid(run(x).float())[:, 0]
+            prob = building_probability(run(x))
             prob = prob.flip(dims) if dims else prob
             total = prob if total is None else total + prob
         return (total / len(flips)).cpu()

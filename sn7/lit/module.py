@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from sn7.data.input_spec import InputSpec
 from sn7.lit.time_budget import TimeBudget
 from sn7.metrics.pixel import best_row, counts_from, sweep_metric, sweep_rows, threshold_grid
+from sn7.models.heads import BUILDING_CH, building_probability
 from sn7.utils.config import to_container
 
 CHECKPOINT_FORMAT = "sn7-segmentation/1"
@@ -60,15 +61,22 @@ class SegmentationTask(pl.LightningModule):
         size = self.spec.crop_size
         self.example_input_array = torch.zeros(1, self.spec.in_channels, size, size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W): every output head's logits (sn7.models.heads)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)[:, 0]
+        return self.model(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, H, W): the building head's logits."""
+        return self.outputs(x)[:, BUILDING_CH]
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"])
+        """Loss over all heads, and the probability map later stages read (metrics score it)."""
+        logits = self.outputs(batch["image"])
         target = batch["mask"].long()
-        return self.loss_fn(logits, target), logits.detach().float().sigmoid(), target
+        prob = building_probability(logits.detach())
+        return self.loss_fn(logits, target), prob, target
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, prob, target = self._step(batch)

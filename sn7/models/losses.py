@@ -2,8 +2,10 @@
 
 `gap_weight` up-weights the background gaps between neighbouring buildings (see gap_pixels).
 One class covers the whole `loss=` config group (bce, dice, bce_dice, focal, focal_dice): each
-choice sets the weights. Dice is computed over the whole batch with smoothing, so crops without
-buildings give a finite loss that pushes predictions towards 0.
+choice sets the weights. A 3-output model (`targets=boundary`, sn7.models.heads) adds BCE + Dice
+terms for its edge and contact heads, weighted by `edge_weight` and `contact_weight`. Dice is
+computed over the whole batch with smoothing, so crops without buildings give a finite loss that
+pushes predictions towards 0.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sn7.constants import IGNORE
+from sn7.constants import BUILDING, IGNORE
 from sn7.errors import ConfigError
+from sn7.models.heads import BUILDING_CH, CONTACT_CH, EDGE_CH, check_out_channels
+
+CONTACT_REACH = 2  # px: the contact class is background between buildings this close on both sides
 
 _DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
@@ -40,6 +45,25 @@ def gap_pixels(target: torch.Tensor, reach: int = 2) -> torch.Tensor:
     return gap & (target == 0)
 
 
+def edge_pixels(target: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) bool: building pixels with a background pixel among their 8 neighbours (the
+    building's inner outline). Ignore (255) neighbours do not make an edge."""
+    background = (target == 0).float().unsqueeze(1)
+    near_background = F.max_pool2d(background, 3, stride=1, padding=1)[:, 0] > 0
+    return (target == BUILDING) & near_background
+
+
+def boundary_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(edge, contact) bool maps of a (B, H, W) mask with 0 / 1 / 255: the targets of a 3-output
+    model's edge and contact heads. Contact pixels are `gap_pixels` (reach 2): buildings that
+    touch in the mask have none, as the mask holds no instance ids."""
+    return edge_pixels(target), gap_pixels(target, reach=CONTACT_REACH)
+
+
+def _soft_dice(p: torch.Tensor, t: torch.Tensor, smooth: float) -> torch.Tensor:
+    return 1 - (2 * (p * t).sum() + smooth) / (p.sum() + t.sum() + smooth)
+
+
 class SegmentationLoss(nn.Module):
     def __init__(
         self,
@@ -51,6 +75,8 @@ class SegmentationLoss(nn.Module):
         focal_alpha: float | None = 0.25,
         smooth: float = 1.0,
         gap_weight: float = 0.0,
+        edge_weight: float = 0.0,
+        contact_weight: float = 0.0,
     ):
         super().__init__()
         weights = {
@@ -63,6 +89,11 @@ class SegmentationLoss(nn.Module):
             raise ConfigError(f"loss weights must be >= 0 and not all 0, got {weights}")
         if gap_weight < 0:
             raise ConfigError(f"loss.gap_weight must be >= 0, got {gap_weight}")
+        if edge_weight < 0 or contact_weight < 0:
+            raise ConfigError(
+                f"loss.edge_weight={edge_weight}, loss.contact_weight={contact_weight}: "
+                "must be >= 0"
+            )
         if pos_weight is not None and pos_weight <= 0:
             raise ConfigError(f"loss.pos_weight must be > 0, got {pos_weight}")
         self.bce_weight, self.dice_weight, self.focal_weight = bce_weight, dice_weight, focal_weight
@@ -70,9 +101,47 @@ class SegmentationLoss(nn.Module):
         self.focal_gamma, self.focal_alpha = focal_gamma, focal_alpha
         self.smooth = smooth
         self.gap_weight = gap_weight
+        self.edge_weight, self.contact_weight = edge_weight, contact_weight
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """logits (B, 1, H, W) or (B, H, W); target (B, H, W) with 0/1 and 255 = ignore."""
+        """logits (B, K, H, W) with K = 1 or 3 (sn7.models.heads), or (B, H, W); target (B, H, W)
+        with 0/1 and 255 = ignore."""
+        if logits.dim() == 4 and logits.shape[1] != 1:
+            return self.building_loss(logits[:, BUILDING_CH], target) + self.boundary_loss(
+                logits, target
+            )
+        if self.edge_weight or self.contact_weight:
+            raise ConfigError(
+                "loss.edge_weight / contact_weight need a 3-output model (targets=boundary sets "
+                "model.out_ch=3)"
+            )
+        return self.building_loss(logits, target)
+
+    def boundary_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE + soft Dice of the edge and contact heads on their targets (valid pixels only)."""
+        check_out_channels(logits.shape[1])
+        if not (self.edge_weight or self.contact_weight):
+            raise ConfigError(
+                "a 3-output model needs loss.edge_weight or loss.contact_weight > 0 "
+                "(targets=boundary sets both)"
+            )
+        valid = target != IGNORE
+        total = logits.new_zeros((), dtype=torch.float32)
+        if not valid.any():
+            return total + logits.sum() * 0.0
+        edge, contact = boundary_targets(target)
+        for weight, channel, truth in (
+            (self.edge_weight, EDGE_CH, edge),
+            (self.contact_weight, CONTACT_CH, contact),
+        ):
+            if weight:
+                z, t = logits[:, channel].float()[valid], truth[valid].float()
+                bce = F.binary_cross_entropy_with_logits(z, t)
+                total = total + weight * (bce + _soft_dice(torch.sigmoid(z), t, self.smooth))
+        return total
+
+    def building_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The building map's loss: the weighted BCE / focal / Dice of the config's choice."""
         logits = logits.reshape(target.shape).float()
         valid = target != IGNORE
         y = (target == 1).float()
@@ -97,7 +166,5 @@ class SegmentationLoss(nn.Module):
                     focal = focal * (self.focal_alpha * t + (1 - self.focal_alpha) * (1 - t))
                 total = total + self.focal_weight * focal.mean()
         if self.dice_weight:
-            p = torch.sigmoid(z)
-            dice = 1 - (2 * (p * t).sum() + self.smooth) / (p.sum() + t.sum() + self.smooth)
-            total = total + self.dice_weight * dice
+            total = total + self.dice_weight * _soft_dice(torch.sigmoid(z), t, self.smooth)
         return total

@@ -1,4 +1,4 @@
-"""TinyUNet: a small U-Net for binary segmentation, sized by `base` (channels base, 2*base, ...)."""
+"""TinyUNet: a small U-Net for building segmentation, sized by `base` (channels base, 2*base...)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sn7.errors import ConfigError
+from sn7.models.heads import check_out_channels
 
 
 def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -21,7 +22,8 @@ def conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class TinyUNet(nn.Module):
-    """Encoder-decoder with skips; `depth` 2x2 poolings; one output logit channel.
+    """Encoder-decoder with skips; `depth` 2x2 poolings; `out_ch` output logit channels (1, or 3
+    for building / edge / contact: sn7.models.heads).
 
     Any input size works: the input is reflect-padded to a multiple of 2**depth and the output
     cropped back, so a 1023-px tile comes out 1023 px.
@@ -31,8 +33,11 @@ class TinyUNet(nn.Module):
     the convolutions room to separate neighbours (the SN7 winners upsampled 3x). Cost: upscale^2.
     """
 
-    def __init__(self, in_ch: int = 4, base: int = 32, depth: int = 4, upscale: int = 1):
+    def __init__(
+        self, in_ch: int = 4, base: int = 32, depth: int = 4, upscale: int = 1, out_ch: int = 1
+    ):
         super().__init__()
+        check_out_channels(out_ch)
         if upscale < 1:
             raise ConfigError(f"TinyUNet upscale must be >= 1 (got {upscale})")
         self.upscale = int(upscale)
@@ -49,7 +54,7 @@ class TinyUNet(nn.Module):
             nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(depth)
         )
         self.decoders = nn.ModuleList(conv_block(2 * widths[i], widths[i]) for i in range(depth))
-        self.head = nn.Conv2d(widths[0], 1, 1)
+        self.head = nn.Conv2d(widths[0], out_ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h0, w0 = x.shape[-2:]

@@ -57,6 +57,20 @@ def test_pixelwise_model_gives_the_whole_image_forward(height, width, window, ov
         assert len(predictor.windows(height, width)) > 1  # the case is really windowed
 
 
+def test_a_three_head_model_gives_building_times_no_contact():
+    """A building / edge / contact model (targets=boundary): windows stitch the one map every
+    stage reads, sn7.models.heads.building_probability of the whole-image forward."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(4, 8, 1), nn.Tanh(), nn.Conv2d(8, 3, 1)).eval()
+    image = np.random.default_rng(3).normal(size=(4, 70, 90)).astype(np.float32)
+    prob = SlidingWindowPredictor(model, 32, 8, 3)(image)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(image)[None])[0]
+    expected = torch.sigmoid(logits[0]) * (1 - torch.sigmoid(logits[2]))
+    assert prob.shape == (70, 90)
+    np.testing.assert_allclose(prob, expected.numpy(), rtol=0, atol=1e-5)
+
+
 def test_tta_of_a_pixelwise_model_changes_nothing():
     model = pixelwise_model()
     image = np.random.default_rng(5).normal(size=(4, 300, 700)).astype(np.float32)

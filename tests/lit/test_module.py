@@ -22,6 +22,7 @@ from sn7.inference.sliding_window import SlidingWindowPredictor
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import CHECKPOINT_FORMAT, SegmentationTask
 from sn7.metrics.pixel import counts_from, scores, sweep_metric, sweep_rows, threshold_grid
+from sn7.models.heads import building_probability
 from sn7.train import build_task
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -288,9 +289,11 @@ def overfit_batch(synthetic_root, spec: InputSpec) -> dict:
     }
 
 
-def test_one_batch_can_be_overfitted(compose_config, synthetic_root, tmp_path):
+@pytest.mark.parametrize("targets", [[], ["targets=boundary"]], ids=["building", "boundary"])
+def test_one_batch_can_be_overfitted(compose_config, synthetic_root, tmp_path, targets):
     """TinyUNet + the default loss + AdamW drive one batch to IoU > 0.9: the model, loss (with
-    ignore pixels) and metric are wired together correctly."""
+    ignore pixels) and metric are wired together correctly, with one head or with building /
+    edge / contact heads (scored on the map later stages read)."""
     task = composed_task(
         compose_config,
         tmp_path,
@@ -298,7 +301,10 @@ def test_one_batch_can_be_overfitted(compose_config, synthetic_root, tmp_path):
         "model.depth=2",
         "optimizer.lr=0.01",
         "scheduler=none",
+        *targets,
     )
+    heads = 3 if targets else 1
+    assert task.model.head.out_channels == heads
     torch.manual_seed(0)
     batch = overfit_batch(synthetic_root, task.spec)
     x, target = batch["image"], batch["mask"].long()
@@ -309,14 +315,14 @@ def test_one_batch_can_be_overfitted(compose_config, synthetic_root, tmp_path):
         task.eval()
         metric = sweep_metric([0.5])
         with torch.no_grad():
-            metric.update(task(x).sigmoid(), target)
+            metric.update(building_probability(task.outputs(x)), target)
         task.train()
         return sweep_rows([0.5], counts_from(metric))[0]["iou"]
 
     start, best = iou(), 0.0
     for step in range(1, 201):
         optimizer.zero_grad()
-        loss = task.loss_fn(task(x), target)
+        loss = task.loss_fn(task.outputs(x), target)
         loss.backward()
         optimizer.step()
         if step % 10 == 0:
