@@ -11,16 +11,20 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from sn7.data.input_spec import InputSpec
 from sn7.errors import ConfigError
+from sn7.inference.checkpoint import read_checkpoint
 from sn7.lit.checkpoint_io import AtomicCheckpointIO
 from sn7.lit.datamodule import SN7DataModule
 from sn7.lit.module import SegmentationTask
 from sn7.lit.quiet import quiet_lightning
+from sn7.lit.speed_fit import Candidate, SpeedFit, SpeedFitSettings, choose, time_training_step
 from sn7.utils.atomic import write_json_atomic
 from sn7.utils.cli import override_keys
 from sn7.utils.config import project_root, to_container
@@ -62,13 +66,75 @@ def build_task(cfg: DictConfig, datamodule: SN7DataModule, channels_last: bool) 
     )
 
 
+_ABSENT = object()
+
+
+def apply_overrides(cfg: DictConfig, overrides: Candidate) -> None:
+    """Set dotted keys of `cfg` in place; a key the config does not have is a one-line error."""
+    with open_dict(cfg):
+        for key, value in overrides.items():
+            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+                raise ConfigError(f"speed_fit candidate sets {key}, which the config does not have")
+            OmegaConf.update(cfg, key, value, merge=False)
+
+
+def seconds_per_step(
+    cfg: DictConfig, candidate: Candidate, precision: str, channels_last: bool, timed_steps: int
+) -> float:
+    """Time a few training steps of the run's task with `candidate` applied, on this machine."""
+    trial = copy.deepcopy(cfg)
+    apply_overrides(trial, candidate)
+    spec = InputSpec.from_data_cfg(trial.data)
+    model, loss_fn = instantiate(trial.model), instantiate(trial.loss)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = instantiate(trial.optimizer)(params=model.parameters())
+    shape = (int(trial.data.batch_size), spec.in_channels, spec.crop_size, spec.crop_size)
+    return time_training_step(
+        model,
+        lambda x, target: loss_fn(model(x), target),
+        optimizer,
+        shape,
+        precision,
+        channels_last,
+        timed_steps,
+    )
+
+
+def fit_to_speed(cfg: DictConfig, precision: str, channels_last: bool) -> SpeedFit | None:
+    """`speed_fit` (sn7.lit.speed_fit): apply the first candidate recipe that trains enough steps
+    on this machine to `cfg`. A resumed run takes its checkpoint's values of the candidates' keys
+    instead, so it continues the model it started."""
+    if not cfg.get("speed_fit"):
+        return None
+    settings = SpeedFitSettings.from_config(to_container(cfg.speed_fit))
+    if cfg.ckpt_path:
+        run = read_checkpoint(cfg.ckpt_path).get("hyper_parameters", {}).get("run_config") or {}
+        keys = {k for c in settings.candidates for k in c}
+        resumed = {k: OmegaConf.select(OmegaConf.create(run), k) for k in sorted(keys)}
+        apply_overrides(cfg, resumed)
+        log.info("speed_fit: resuming with the checkpoint's %s", resumed)
+        return SpeedFit(resumed, True, settings.min_steps, settings.budget_minutes)
+    accelerator = str(cfg.trainer.accelerator)
+    if accelerator != "cpu" and not (accelerator == "auto" and not torch.cuda.is_available()):
+        log.info("speed_fit: CPUs only; accelerator=%s runs the recipe as written", accelerator)
+        return None
+    fit = choose(
+        settings,
+        lambda c: seconds_per_step(cfg, c, precision, channels_last, settings.timed_steps),
+    )
+    apply_overrides(cfg, fit.chosen)
+    return fit
+
+
 def train(cfg: DictConfig) -> float | None:
     quiet_lightning()
     threads = configure_threads(cfg.threads)
-    pl.seed_everything(cfg.seed, workers=True)
     precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)
     channels_last = resolve_channels_last(cfg.channels_last)
     log.info("precision %s, channels_last %s, %d torch threads", precision, channels_last, threads)
+    speed = fit_to_speed(cfg, precision, channels_last)
+    pl.seed_everything(cfg.seed, workers=True)  # after speed_fit's trial steps: same init
 
     datamodule = SN7DataModule(cfg.data, cfg.split, cfg.subset, cfg.augment, cfg.seed)
     task = build_task(cfg, datamodule, channels_last)
@@ -104,6 +170,8 @@ def train(cfg: DictConfig) -> float | None:
         results["eval/full_tile_iou"] = evaluate_checkpoint(cfg, best)
     if trainer.is_global_zero:
         summary = {"best_checkpoint": best, "steps": trainer.global_step, "metrics": results}
+        if speed is not None:
+            summary["speed_fit"] = speed.as_dict()
         write_json_atomic(Path(cfg.paths.run_dir) / "train_summary.json", summary)
     value = results.get(cfg.optimized_metric)
     log.info("%s = %s", cfg.optimized_metric, value)
