@@ -386,6 +386,7 @@ def test_checkpoint_hparams_describe_model_and_input(tb_run):
             "depth": 2,
             "upscale": 1,
             "out_ch": 1,
+            "block": "plain",
         }
         assert hp["input_spec"] == {
             "bands": [1, 2, 3, 4],

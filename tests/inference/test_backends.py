@@ -29,13 +29,15 @@ RUNTIMES = [
 CPU = torch.device("cpu")
 
 
-def cpu_best_shaped_model(seed: int = 0, calibrate_on: np.ndarray | None = None) -> TinyUNet:
+def cpu_best_shaped_model(
+    seed: int = 0, calibrate_on: np.ndarray | None = None, **arch
+) -> TinyUNet:
     """conf/experiment/cpu_best's network (base 16, 2x upscale), random weights and batch-norm
     statistics far from (0, 1), so that folding them is not a no-op; with `calibrate_on`, the
-    head rescaled so that the logits on that image have mean 0 and std 3 (probabilities that
-    vary over the whole range, as a trained model's do)."""
+    head rescaled so that each output's logits on that image have mean 0 and std 3 (probabilities
+    that vary over the whole range, as a trained model's do). `arch`: other TinyUNet arguments."""
     torch.manual_seed(seed)
-    model = TinyUNet(in_ch=4, base=16, depth=4, upscale=2)
+    model = TinyUNet(in_ch=4, base=16, depth=4, upscale=2, **arch)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -46,9 +48,9 @@ def cpu_best_shaped_model(seed: int = 0, calibrate_on: np.ndarray | None = None)
     if calibrate_on is not None:
         with torch.inference_mode():
             logits = model(torch.from_numpy(calibrate_on)[None])
-        mean, std = float(logits.mean()), float(logits.std())
+        mean, std = logits.mean(dim=(0, 2, 3)), logits.std(dim=(0, 2, 3))  # per output head
         with torch.no_grad():
-            model.head.weight *= 3 / std
+            model.head.weight *= (3 / std)[:, None, None, None]
             model.head.bias.copy_((model.head.bias - mean) * 3 / std)
     return model
 
@@ -68,8 +70,12 @@ def predictor(model, backend, tmp_path, **kw) -> SlidingWindowPredictor:
     return SlidingWindowPredictor(model, backend=backend, checkpoint=tmp_path / "m.ckpt", **kw)
 
 
-def test_folding_batch_norm_keeps_the_function_and_removes_every_batch_norm():
-    model = cpu_best_shaped_model()
+ARCHS = [{}, {"block": "residual", "out_ch": 3}]  # the plain net; residual blocks, three heads
+
+
+@pytest.mark.parametrize("arch", ARCHS, ids=["plain", "residual3"])
+def test_folding_batch_norm_keeps_the_function_and_removes_every_batch_norm(arch):
+    model = cpu_best_shaped_model(**arch)
     folded = fold_batch_norm(model)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
@@ -78,10 +84,13 @@ def test_folding_batch_norm_keeps_the_function_and_removes_every_batch_norm():
         np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("arch", ARCHS, ids=["plain", "residual3"])
 @pytest.mark.parametrize("backend", ["torch", *RUNTIMES])
-def test_every_backend_gives_torchs_probabilities_on_a_real_tile(backend, real_crop, tmp_path):
+def test_every_backend_gives_torchs_probabilities_on_a_real_tile(
+    backend, arch, real_crop, tmp_path
+):
     """fp32, the blend of 2 x 2 overlapping windows; against torch eager, BN not folded."""
-    model = cpu_best_shaped_model(calibrate_on=real_crop)
+    model = cpu_best_shaped_model(calibrate_on=real_crop, **arch)
     reference = SlidingWindowPredictor(model, 128, 32, 2, "32-true")
     reference._torch = backends.TorchRunner(model, "32-true", False, CPU, fold=False)  # eager
     expected = reference(real_crop)

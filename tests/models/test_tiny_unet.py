@@ -173,3 +173,17 @@ def test_upscale_averages_the_logits_of_the_bilinearly_enlarged_input(upscale, h
     with torch.no_grad():
         flat = pass_through_unet(upscale=upscale)(torch.full((1, 3, height, width), 0.6))
     torch.testing.assert_close(flat, torch.full_like(flat, 0.6))
+
+
+def test_residual_blocks_keep_sizes_and_project_shortcuts_where_widths_change():
+    model = TinyUNet(in_ch=4, base=8, depth=2, block="residual").eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 4, 17, 33)).shape == (2, 1, 17, 33)
+    assert isinstance(model.encoders[0].skip[0], nn.Conv2d)  # 4 -> 8 channels: a 1x1 projection
+    same = TinyUNet(in_ch=4, base=4, depth=2, block="residual")
+    assert isinstance(same.encoders[0].skip, nn.Identity)  # 4 -> 4: the identity
+    plain = TinyUNet(in_ch=4, base=8, depth=2)
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    assert 0 < extra < 0.1 * sum(p.numel() for p in plain.parameters())  # shortcuts are cheap
+    with pytest.raises(ConfigError, match="block='dense'"):
+        TinyUNet(block="dense")
