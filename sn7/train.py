@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -118,6 +119,9 @@ def fit_to_speed(cfg: DictConfig, precision: str, channels_last: bool) -> SpeedF
     accelerator = str(cfg.trainer.accelerator)
     if accelerator != "cpu" and not (accelerator == "auto" and not torch.cuda.is_available()):
         log.info("speed_fit: CPUs only; accelerator=%s runs the recipe as written", accelerator)
+        return None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: ranks could time differently
+        log.info("speed_fit: one process per rank (WORLD_SIZE > 1) runs the recipe as written")
         return None
     fit = choose(
         settings,

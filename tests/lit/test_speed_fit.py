@@ -119,3 +119,12 @@ def test_train_applies_the_choice_and_a_resumed_run_keeps_it(synthetic_root, tra
     resume.speed_fit = {**fallback, "min_steps": 1}
     fit = fit_to_speed(resume, "32-true", False)
     assert fit.chosen == {"model.base": 2} and resume.model.base == 2
+
+
+def test_ranks_of_a_torchrun_job_do_not_time_themselves(monkeypatch, compose_config, tmp_path):
+    """Each rank would time its own steps and might choose another model: under torchrun
+    (WORLD_SIZE > 1) the recipe runs as written."""
+    cfg = compose_config("train", ["experiment=cpu_best", f"paths.run_dir={tmp_path}"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert fit_to_speed(cfg, "32-true", False) is None
+    assert cfg.model.upscale == 2
