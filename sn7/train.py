@@ -111,8 +111,9 @@ def fit_to_speed(cfg: DictConfig, precision: str, channels_last: bool) -> SpeedF
     settings = SpeedFitSettings.from_config(to_container(cfg.speed_fit))
     if cfg.ckpt_path:
         run = read_checkpoint(cfg.ckpt_path).get("hyper_parameters", {}).get("run_config") or {}
+        run = OmegaConf.create(run)
         keys = {k for c in settings.candidates for k in c}
-        resumed = {k: OmegaConf.select(OmegaConf.create(run), k) for k in sorted(keys)}
+        resumed = {k: OmegaConf.select(run, k) for k in sorted(keys)}
         apply_overrides(cfg, resumed)
         log.info("speed_fit: resuming with the checkpoint's %s", resumed)
         return SpeedFit(resumed, True, settings.min_steps, settings.budget_minutes)

@@ -18,7 +18,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -75,13 +75,7 @@ class SpeedFit:
     measured: list[dict] = field(default_factory=list)  # overrides, s_per_step, projected_steps
 
     def as_dict(self) -> dict:
-        return {
-            "chosen": self.chosen,
-            "fits": self.fits,
-            "min_steps": self.min_steps,
-            "budget_minutes": self.budget_minutes,
-            "measured": self.measured,
-        }
+        return asdict(self)
 
 
 def choose(settings: SpeedFitSettings, seconds_per_step: Callable[[Candidate], float]) -> SpeedFit:

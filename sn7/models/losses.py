@@ -18,8 +18,6 @@ from sn7.constants import BUILDING, IGNORE
 from sn7.errors import ConfigError
 from sn7.models.heads import BUILDING_CH, CONTACT_CH, EDGE_CH, check_out_channels
 
-CONTACT_REACH = 2  # px: the contact class is background between buildings this close on both sides
-
 _DIRECTIONS = ((0, 1), (1, 0), (1, 1), (1, -1))
 
 
@@ -53,11 +51,14 @@ def edge_pixels(target: torch.Tensor) -> torch.Tensor:
     return (target == BUILDING) & near_background
 
 
-def boundary_targets(target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def boundary_targets(
+    target: torch.Tensor, gap: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(edge, contact) bool maps of a (B, H, W) mask with 0 / 1 / 255: the targets of a 3-output
-    model's edge and contact heads. Contact pixels are `gap_pixels` (reach 2): buildings that
-    touch in the mask have none, as the mask holds no instance ids."""
-    return edge_pixels(target), gap_pixels(target, reach=CONTACT_REACH)
+    model's edge and contact heads. Contact pixels are the gap weight's `gap_pixels` (reach 2;
+    pass them as `gap` when already computed): buildings that touch in the mask have none, as
+    the mask holds no instance ids."""
+    return edge_pixels(target), gap_pixels(target) if gap is None else gap
 
 
 def _soft_dice(p: torch.Tensor, t: torch.Tensor, smooth: float) -> torch.Tensor:
@@ -107,8 +108,10 @@ class SegmentationLoss(nn.Module):
         """logits (B, K, H, W) with K = 1 or 3 (sn7.models.heads), or (B, H, W); target (B, H, W)
         with 0/1 and 255 = ignore."""
         if logits.dim() == 4 and logits.shape[1] != 1:
-            return self.building_loss(logits[:, BUILDING_CH], target) + self.boundary_loss(
-                logits, target
+            # the gap weight's pixels are the contact target: computed once for both
+            gap = gap_pixels(target) if self.gap_weight or self.contact_weight else None
+            return self.building_loss(logits[:, BUILDING_CH], target, gap) + self.boundary_loss(
+                logits, target, gap
             )
         if self.edge_weight or self.contact_weight:
             raise ConfigError(
@@ -117,8 +120,11 @@ class SegmentationLoss(nn.Module):
             )
         return self.building_loss(logits, target)
 
-    def boundary_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """BCE + soft Dice of the edge and contact heads on their targets (valid pixels only)."""
+    def boundary_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, gap: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """BCE + soft Dice of the edge and contact heads on their targets (valid pixels only);
+        `gap`: gap_pixels(target), when already computed."""
         check_out_channels(logits.shape[1])
         if not (self.edge_weight or self.contact_weight):
             raise ConfigError(
@@ -129,7 +135,7 @@ class SegmentationLoss(nn.Module):
         total = logits.new_zeros((), dtype=torch.float32)
         if not valid.any():
             return total + logits.sum() * 0.0
-        edge, contact = boundary_targets(target)
+        edge, contact = boundary_targets(target, gap)
         for weight, channel, truth in (
             (self.edge_weight, EDGE_CH, edge),
             (self.contact_weight, CONTACT_CH, contact),
@@ -140,14 +146,21 @@ class SegmentationLoss(nn.Module):
                 total = total + weight * (bce + _soft_dice(torch.sigmoid(z), t, self.smooth))
         return total
 
-    def building_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """The building map's loss: the weighted BCE / focal / Dice of the config's choice."""
+    def building_loss(
+        self, logits: torch.Tensor, target: torch.Tensor, gap: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The building map's loss: the weighted BCE / focal / Dice of the config's choice;
+        `gap`: gap_pixels(target), when already computed."""
         logits = logits.reshape(target.shape).float()
         valid = target != IGNORE
         y = (target == 1).float()
         z = logits[valid]
         t = y[valid]
-        w = 1 + self.gap_weight * gap_pixels(target)[valid].float() if self.gap_weight else None
+        if self.gap_weight:
+            gap = gap_pixels(target) if gap is None else gap
+            w = 1 + self.gap_weight * gap[valid].float()
+        else:
+            w = None
         if z.numel() == 0:  # an all-ignore batch: zero loss, but keep the graph connected
             return logits.sum() * 0.0
         total = z.new_zeros(())
