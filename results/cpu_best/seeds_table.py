@@ -38,28 +38,27 @@ def main() -> None:
     )
     print(head + " | SCOT (tracking / change) | steps | s | speed_fit |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    by_fold: dict[int, list[dict]] = defaultdict(list)
+    by_fold: dict[int, list[tuple[int, dict, dict]]] = defaultdict(list)
     for path in sorted(HERE.glob("fold*_seed*/metrics.json")):
         fold, seed = (int(x) for x in path.parent.name.removeprefix("fold").split("_seed"))
-        m = json.loads(path.read_text())
         summary = json.loads((path.parent / "train_summary.json").read_text())
-        by_fold[fold].append(m)
-        cells = [
-            fold, m["reported_on"]["aois"][0][:15], seed,
-            f"{m['pixel']['headline']['iou']:.3f} ({m['thresholds']['pixel']:.2f})",
-            f"{m['pixel']['oracle']['iou']:.3f}",
-            f"{m['building']['f1_sn7']:.3f}", f"{m['building']['f1']:.3f}", scot_parts(m),
-            summary["steps"], f"{60 * summary['metrics']['train/minutes']:.0f}",
-            speed_fit_choice(summary.get("speed_fit")),
-        ]  # fmt: skip
-        print("| " + " | ".join(map(str, cells)) + " |")
+        by_fold[fold].append((seed, json.loads(path.read_text()), summary))
     for fold, runs in sorted(by_fold.items()):
+        for seed, m, summary in runs:
+            cells = [
+                fold, m["reported_on"]["aois"][0][:15], seed,
+                f"{m['pixel']['headline']['iou']:.3f} ({m['thresholds']['pixel']:.2f})",
+                f"{m['pixel']['oracle']['iou']:.3f}",
+                f"{m['building']['f1_sn7']:.3f}", f"{m['building']['f1']:.3f}", scot_parts(m),
+                summary["steps"], f"{60 * summary['metrics']['train/minutes']:.0f}",
+                speed_fit_choice(summary.get("speed_fit")),
+            ]  # fmt: skip
+            print("| " + " | ".join(map(str, cells)) + " |")
         if len(runs) < 2:
             continue
-        cells = [
-            f"{a:.3f} ± {b:.3f}"
-            for a, b in (spread([r(m) for m in runs]) for r in METRICS.values())
-        ]
+        metrics = [m for _, m, _ in runs]
+        means = (spread([read(m) for m in metrics]) for read in METRICS.values())
+        cells = [f"{a:.3f} ± {b:.3f}" for a, b in means]
         print(f"| **{fold}** |  | mean ± half-range ({len(runs)} seeds) | **{cells[0]}** |  | "
               f"**{cells[1]}** | **{cells[2]}** | **{cells[3]}** |  |  |  |")  # fmt: skip
 
