@@ -84,6 +84,8 @@ def check_eval(ev: Mapping) -> None:
         "eval.min_area and eval.min_truth_area must be >= 0",
     )
     _require(0 < float(ev["iou_match"]) <= 1, f"eval.iou_match={ev['iou_match']} must be in (0, 1]")
+    n = ev.get("publish_gallery")
+    _require(n is None or int(n) >= 0, f"eval.publish_gallery={n} must be null or >= 0")
 
 
 def check_predict(p: Mapping) -> None:

@@ -72,6 +72,7 @@ class EvalSettings:
     crop_metrics: bool
     gallery: int
     publish: str | None
+    publish_gallery: int | None  # gallery pictures copied when publishing (the latest); None: all
     prob_cache: str | None  # folder of cached probabilities (null: off)
     error_profile: bool  # measure how the network errs per AOI (a `degrade` preset's numbers)
 
@@ -94,6 +95,7 @@ class EvalSettings:
             crop_metrics=bool(ev.crop_metrics),
             gallery=int(ev.gallery),
             publish=ev.publish,
+            publish_gallery=None if ev.get("publish_gallery") is None else int(ev.publish_gallery),
             prob_cache=ev.get("prob_cache"),
             error_profile=bool(ev.get("error_profile", False)),
         )
@@ -257,7 +259,7 @@ def evaluate(cfg: DictConfig, given: set[str] | frozenset = frozenset()) -> dict
         write_error_profile(out_dir / "error_profile.json", profiles, cfg, loaded, selected)
     write_outputs(out_dir, metrics, table, sweep, metrics["pixel"]["headline"])
     if settings.publish:
-        publish(out_dir, Path(settings.publish))
+        publish(out_dir, Path(settings.publish), settings.publish_gallery)
     print_summary(metrics, out_dir)
     return metrics
 

@@ -169,6 +169,19 @@ def test_publish_copies_the_report(tmp_path, soft, synthetic_root):
         assert (target / name).read_bytes() == (tmp_path / "eval" / name).read_bytes()
 
 
+def test_publish_gallery_keeps_the_latest_pictures(tmp_path, soft, synthetic_root):
+    """eval.publish_gallery=1 commits one gallery picture, the last by name (the latest month);
+    the full gallery stays in the run folder. A negative count is refused before any work."""
+    target = tmp_path / "results" / "run"
+    run_evaluate(soft, synthetic_root.root, tmp_path, f"eval.publish={target}",
+                 "eval.gallery=3", "eval.publish_gallery=1")  # fmt: skip
+    drawn = sorted(p.name for p in (tmp_path / "eval" / "gallery").glob("*.png"))
+    assert len(drawn) > 1
+    assert [p.name for p in (target / "gallery").glob("*.png")] == drawn[-1:]
+    with pytest.raises(ConfigError, match=r"eval\.publish_gallery"):
+        run_evaluate(soft, synthetic_root.root, tmp_path, "eval.publish_gallery=-1")
+
+
 def test_track_options_reach_the_tracker_through_the_config(tmp_path, soft, synthetic_root):
     """The soft stub's buildings score at most ~0.98 in any month: asking for a mean monthly score
     of 0.99 leaves no building; a min_valid outside [0, 1] is refused before any work."""

@@ -198,13 +198,18 @@ def write_outputs(out_dir: Path, metrics: dict, table: list[dict], sweep: list, 
     save_figure(pr_curve_figure(sweep, chosen, title), out_dir / "pr_curve.png")
 
 
-def publish(out_dir: Path, target: Path) -> None:
-    """Copy the small, human-facing artifacts into results/<name>/ (committed to the repo)."""
+def publish(out_dir: Path, target: Path, gallery: int | None = None) -> None:
+    """Copy the small, human-facing artifacts into results/<name>/ (committed to the repo).
+
+    gallery: how many gallery pictures to copy, the last by name (a tile's latest month); None: all.
+    The full gallery stays in out_dir, so a committed run need not carry every month's picture."""
     target.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.md", "metrics.json", "pr_curve.png"):
         shutil.copyfile(out_dir / name, target / name)
     for folder in ("gallery", "change_maps"):
         pictures = sorted((out_dir / folder).glob("*.png"))
+        if folder == "gallery" and gallery is not None:
+            pictures = pictures[-gallery:] if gallery else []
         if pictures:
             (target / folder).mkdir(exist_ok=True)
             for path in pictures:
