@@ -170,14 +170,16 @@ def test_publish_copies_the_report(tmp_path, soft, synthetic_root):
 
 
 def test_publish_gallery_keeps_the_latest_pictures(tmp_path, soft, synthetic_root):
-    """eval.publish_gallery=1 commits one gallery picture, the last by name (the latest month);
-    the full gallery stays in the run folder. A negative count is refused before any work."""
+    """eval.publish_gallery=1 commits one tile picture, the last by name (the latest month), and
+    not the contact sheet (index.png, which sorts last); the full gallery stays in the run folder.
+    A negative count is refused before any work."""
     target = tmp_path / "results" / "run"
     run_evaluate(soft, synthetic_root.root, tmp_path, f"eval.publish={target}",
                  "eval.gallery=3", "eval.publish_gallery=1")  # fmt: skip
     drawn = sorted(p.name for p in (tmp_path / "eval" / "gallery").glob("*.png"))
-    assert len(drawn) > 1
-    assert [p.name for p in (target / "gallery").glob("*.png")] == drawn[-1:]
+    tiles = [name for name in drawn if name != "index.png"]
+    assert "index.png" in drawn and len(tiles) > 1
+    assert [p.name for p in (target / "gallery").glob("*.png")] == tiles[-1:]
     with pytest.raises(ConfigError, match=r"eval\.publish_gallery"):
         run_evaluate(soft, synthetic_root.root, tmp_path, "eval.publish_gallery=-1")
 

@@ -9,6 +9,8 @@ import numpy as np
 from sn7.viz.panels import error_rgb, mask_rgb, prediction_panel, prob_rgb
 from sn7.viz.plots import contact_sheet, save_figure, tile_figure
 
+INDEX_NAME = "index.png"  # the contact sheet of every tile drawn
+
 
 class Gallery:
     """Collects tiles, writes gallery/<stem>.png as it goes and gallery/index.png at the end."""
@@ -49,6 +51,6 @@ class Gallery:
     def finish(self) -> Path | None:
         if not self.rows:
             return None
-        path = self.folder / "index.png"
+        path = self.folder / INDEX_NAME
         save_figure(contact_sheet(self.rows, self.labels), path)
         return path

@@ -11,6 +11,7 @@ import pandas as pd
 from sn7.utils.atomic import write_json_atomic, write_text_atomic
 from sn7.utils.console import console
 from sn7.utils.markdown import markdown_table
+from sn7.viz.gallery import INDEX_NAME
 from sn7.viz.plots import pr_curve_figure, save_figure
 
 _PIXEL_KEYS = ("threshold", "iou", "precision", "recall", "f1")
@@ -201,15 +202,17 @@ def write_outputs(out_dir: Path, metrics: dict, table: list[dict], sweep: list, 
 def publish(out_dir: Path, target: Path, gallery: int | None = None) -> None:
     """Copy the small, human-facing artifacts into results/<name>/ (committed to the repo).
 
-    gallery: how many gallery pictures to copy, the last by name (a tile's latest month); None: all.
-    The full gallery stays in out_dir, so a committed run need not carry every month's picture."""
+    gallery: how many tile pictures to copy, the last by name (a tile's latest month), without the
+    contact sheet of them all; None: the whole gallery. The full gallery stays in out_dir, so a
+    committed run need not carry every month's picture."""
     target.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.md", "metrics.json", "pr_curve.png"):
         shutil.copyfile(out_dir / name, target / name)
     for folder in ("gallery", "change_maps"):
         pictures = sorted((out_dir / folder).glob("*.png"))
         if folder == "gallery" and gallery is not None:
-            pictures = pictures[-gallery:] if gallery else []
+            tiles = [path for path in pictures if path.name != INDEX_NAME]
+            pictures = tiles[-gallery:] if gallery else []
         if pictures:
             (target / folder).mkdir(exist_ok=True)
             for path in pictures:
